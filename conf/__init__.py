@@ -1,0 +1,1 @@
+"""Configuration: the typed schema (`conf.schema`), YAML defaults and groups, and `conf.load.compose`."""

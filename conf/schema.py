@@ -1,0 +1,239 @@
+"""The one typed configuration schema of restmcts.
+
+Every knob lives here as a dataclass field with its default; YAML files under `conf/` only override
+(`defaults.yaml`, then the chosen `backbone/<name>.yaml` and `task/<name>.yaml`), and `key=value` on the
+command line overrides last. Components receive their own sub-config (`SearchConfig`, `TrainConfig`, ...),
+never the root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# --------------------------------------------------------------------------------------------- search
+
+
+@dataclass
+class SearchConfig:
+    """MCTS* arguments, same names, meanings and defaults as the authors' `MCTS_Task` constructor.
+
+    Presets of the original are the YAML values of `search` (self-training data collection) and
+    `eval.search` (evaluation); see docs/ALGORITHM.md.
+    """
+
+    branch: int = 3  # children asked for per expansion
+    iteration_limit: int = 100  # search rounds (selection -> expansion -> simulation -> backup)
+    time_limit: float | None = None  # seconds (milliseconds in the original); None = no limit
+    exploration_constant: float = 0.7  # c in UCT = V + c * sqrt(2 ln N(parent) / N(child))
+    end_gate: float = 0.9  # V >= end_gate accepts a node as a solution
+    inf: float = 1.0  # bonus added to V for an unvisited child during selection
+    alpha: float = 0.5  # V(child) <- (1 - alpha) V(child) + alpha * best roll-out value
+    low: float = 0.0  # floor of PRM values (and start of the roll-out "best")
+    high: float = 1.0  # ceiling of PRM values
+    roll_policy: str = "greedy"  # greedy | random | none (no simulation)
+    roll_forward_steps: int = 3  # roll-out length in steps
+    roll_branch: int = 1  # proposals per roll-out step
+    temperature: float = 0.7  # policy sampling temperature for proposals
+    use_reflection: str = "simple"  # none | simple | common
+    sample_value: str = "simple"  # simple (evaluation: stop early) | full (data collection: keep going)
+    weighted_verify: bool = False  # answer = largest summed V over end leaves with that answer
+    max_depth: int = 12  # a node this deep is an end leaf (guards runaway policies)
+    proposal_retries: int = 2  # extra tries when every proposal of an expansion came back empty
+    critic: str = "rule"  # rule: answer-line detection only | policy: also ask the policy's critic prompt
+
+
+# ------------------------------------------------------------------------------------------- backbone
+
+
+@dataclass
+class Resources:
+    """Per-replica Ray resources; fractions allowed so several replicas share one GPU."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class TrainConfig:
+    """One training job (policy SFT or PRM regression) on Ray Train with DeepSpeed inside."""
+
+    lr: float = 1e-3
+    epochs: float = 2.0
+    max_steps: int = 0  # > 0 caps optimizer steps (smoke tests)
+    micro_batch_size: int = 16  # per worker
+    gradient_accumulation_steps: int = 1
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_length: int = 256  # tokens per example (prompt + solution)
+    zero_stage: int = 0  # 0-3
+    offload: bool = False  # ZeRO-Offload optimizer (and params at stage 3) to CPU
+    num_workers: int = 2  # Ray Train workers
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    bf16: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | true | false
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    from_base: bool = True  # paper: fine-tune from the base model each iteration on accumulated data
+    seed: int = 0
+
+
+@dataclass
+class BackboneConfig:
+    """A policy model and a PRM base model, configured separately as in the paper."""
+
+    name: str = "tiny"
+    policy_path: str | None = None  # local HF directory; None only for built-in backbones
+    prm_path: str | None = None  # local HF directory of the PRM base (or a trained PRM)
+    trust_remote_code: bool = False  # true only where the model's code is not in transformers (GLM)
+    step_delimiter: str = "\n"
+    prompt_format: str = "plain"  # plain: prompt_template | chat: the tokenizer's chat template
+    prompt_template: str = "Q:{question}\n"
+    system_prompt: str = ""
+    answer_prefix: str = "The answer is"  # a step starting with this states the final answer
+    max_prompt_tokens: int = 256
+    max_step_tokens: int = 32
+    max_solution_tokens: int = 256
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    policy_resources: Resources = field(default_factory=Resources)
+    prm_resources: Resources = field(default_factory=Resources)
+    sft: TrainConfig = field(default_factory=TrainConfig)
+    prm_train: TrainConfig = field(default_factory=TrainConfig)
+    # tiny backbone only: architecture of the locally built Llama
+    tiny_hidden: int = 128
+    tiny_layers: int = 4
+    tiny_heads: int = 4
+    tiny_intermediate: int = 512
+
+
+# ----------------------------------------------------------------------------------------- task/data
+
+
+@dataclass
+class TaskConfig:
+    """Where questions come from: a built-in generator (`arith`) or a file (`file`, `gsm8k`)."""
+
+    name: str = "arith"
+    train_size: int = 400  # arith: training questions per round pool
+    heldout_size: int = 200  # arith: held-out questions (spread over heldout_difficulties)
+    train_difficulties: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
+    heldout_difficulties: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
+    warm_difficulties: list[int] = field(default_factory=lambda: [2, 3])  # warm start mix
+    warm_size: int = 6000
+    warm_long_fraction: float = 0.0  # share of warm-start problems beyond warm_difficulties
+    max_operand: int = 20
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # JSON list or JSONL of {"content": ..., "answer": ...}
+    heldout_fraction: float = 0.2  # deterministic split by question id
+    limit: int = 0  # > 0 keeps only the first N questions (after validation)
+
+
+# -------------------------------------------------------------------------------------- runtime parts
+
+
+@dataclass
+class PolicyConfig:
+    engine: str = "hf"  # hf | vllm | endpoint
+    replicas: int = 1
+    max_batch_size: int = 256  # sequences per generate call
+
+
+@dataclass
+class PRMConfig:
+    replicas: int = 1
+    max_batch_size: int = 256
+
+
+@dataclass
+class PoolConfig:
+    search_workers: int = 2
+    shard_size: int = 32  # questions per shard file
+    trees_in_flight: int = 64  # concurrent trees per search worker
+    worker_num_cpus: float = 0.25
+    max_restarts: int = 2
+
+
+@dataclass
+class ValuesConfig:
+    """Value inference and trace selection (docs/ALGORITHM.md section 3)."""
+
+    sft_top_k: int = 2  # distinct correct traces kept per question, best value first
+    sft_filter: str = "correct"  # correct | authors (PRM score >= 0.2, summary >= 50 chars) | oracle
+    authors_min_value: float = 0.2
+    authors_min_chars: int = 50
+
+
+@dataclass
+class EvalConfig:
+    methods: list[str] = field(default_factory=lambda: ["cot", "mcts"])
+    n: int = 8  # samples for sc / bon
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: start locally (or RAY_ADDRESS); "auto": join a running cluster
+    dashboard_host: str = "127.0.0.1"
+    include_dashboard: bool = True
+    num_cpus: int | None = None
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"
+    root: str = "runs"
+    resume: bool = True
+
+
+@dataclass
+class Config:
+    iteration: int = 2  # self-training iterations after round 0
+    seed: int = 0
+    mode: str = "train"  # train | evaluate | compare
+    method: str = "rest_mcts"  # rest_mcts | rest_em | self_rewarding
+    dry_run: bool = False  # print the resolved config and exit
+    cache_dir: str = ".cache/restmcts"  # built tiny backbones, warm starts, converted models
+    log_level: str = "INFO"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    values: ValuesConfig = field(default_factory=ValuesConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    prm: PRMConfig = field(default_factory=PRMConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# Values a field may take where the type alone does not say; checked at load time.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": ("train", "evaluate", "compare"),
+    "method": ("rest_mcts", "rest_em", "self_rewarding"),
+    "search.roll_policy": ("greedy", "random", "none"),
+    "search.use_reflection": ("none", "simple", "common"),
+    "search.sample_value": ("simple", "full"),
+    "search.critic": ("rule", "policy"),
+    "eval.search.roll_policy": ("greedy", "random", "none"),
+    "eval.search.use_reflection": ("none", "simple", "common"),
+    "eval.search.sample_value": ("simple", "full"),
+    "eval.search.critic": ("rule", "policy"),
+    "backbone.prompt_format": ("plain", "chat"),
+    "backbone.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "backbone.sft.bf16": ("auto", "true", "false"),
+    "backbone.prm_train.bf16": ("auto", "true", "false"),
+    "policy.engine": ("hf", "vllm", "endpoint"),
+    "values.sft_filter": ("correct", "authors", "oracle"),
+}
+EVAL_METHODS = ("cot", "sc", "bon", "mcts", "tot_bfs", "tot_dfs")

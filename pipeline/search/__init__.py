@@ -1,0 +1,1 @@
+"""Pure MCTS* search: see pipeline/search/protocol.py for the request/answer contract."""

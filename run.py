@@ -1,0 +1,50 @@
+"""restmcts entry point: `python run.py key=value ...`.
+
+Composes and checks the config (exit 2 with one line on any mistake), validates the question data,
+then starts or joins Ray and hands over to the driver (`mode=train`) or the evaluator (`mode=evaluate`).
+Nothing heavy is imported before the config is known to be good.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def main(argv: list[str]) -> int:
+    from conf.load import ConfigError, check_model_paths, compose, to_yaml
+
+    try:
+        cfg = compose(argv)
+        if cfg.dry_run:
+            print(to_yaml(cfg), end="")
+            return 0
+        check_model_paths(cfg)
+        from pipeline.data import DataError, load_questions
+
+        train, heldout = load_questions(cfg.task, cfg.data, seed=cfg.seed)
+    except ConfigError as e:
+        print(f"restmcts: config error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"restmcts: data error: {e}", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(
+        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    if cfg.mode == "evaluate":
+        from pipeline.evaluate import evaluate_main
+
+        return evaluate_main(cfg, train, heldout)
+    if cfg.mode == "compare":
+        from pipeline.compare import compare_main
+
+        return compare_main(cfg, argv)
+    from pipeline.driver import train_main
+
+    return train_main(cfg, train, heldout)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
