@@ -118,7 +118,9 @@ def validate(cfg: DictConfig) -> None:
         if not (0.0 <= s.low < s.high <= 1.0):
             raise ConfigError(f"bad value under '{key}': need 0 <= low < high <= 1")
     if cfg.task.name in ("file", "gsm8k") and not cfg.data.path:
-        raise ConfigError(f"task={cfg.task.name} needs a question file: set data.path=FILE (JSON list or JSONL)")
+        raise ConfigError(
+            f"task={cfg.task.name} needs a question file: set data.path=FILE (JSON list or JSONL)"
+        )
     if cfg.data.path and not Path(cfg.data.path).is_file():
         raise ConfigError(f"data.path={cfg.data.path} does not exist or is not a file")
     if not 0.0 <= cfg.data.heldout_fraction < 1.0:

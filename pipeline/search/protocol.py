@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ class Verdict:
     tokens: int
 
 
-Request = Union[Propose, Score, Critique]
-Answer = Union[Proposal, float, Verdict]
+Request = Propose | Score | Critique
+Answer = Proposal | float | Verdict
 SearchGen = Generator[list[Request], list[Answer], object]
 
 
