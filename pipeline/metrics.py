@@ -1,0 +1,80 @@
+"""Run metrics: one JSON line per event in metrics.jsonl, mirrored to Ray's metrics when Ray is up.
+
+Events carry `event` (what happened), `round`, `time` (unix seconds) and free numeric/string fields.
+Ray gauges (visible on the dashboard's metrics page / Prometheus) are created lazily and only when
+`ray.is_initialized()`, so this module imports no Ray at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_GAUGES = ("round", "phase_index", "questions_searched", "expansions_per_s", "prm_batch_size", "accuracy")
+PHASES = ("start", "search", "values", "sft", "prm", "reload", "eval")
+
+
+class MetricsLog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._ray_gauges: dict[str, Any] | None = None
+
+    def event(self, event: str, round: int | None = None, **fields: Any) -> dict[str, Any]:
+        row = {"event": event, "round": round, "time": round_time(), **fields}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        self._to_ray(row)
+        return row
+
+    @contextmanager
+    def phase(self, name: str, round: int):
+        """Time a phase; logs `phase_start` and `phase_end` (with seconds) events."""
+        self.event("phase_start", round, phase=name)
+        self._gauge("phase_index", PHASES.index(name) if name in PHASES else -1, round)
+        t0 = time.monotonic()
+        info: dict[str, Any] = {}
+        yield info
+        seconds = time.monotonic() - t0
+        self.event("phase_end", round, phase=name, seconds=round_float(seconds), **info)
+        log.info("round %d: %s done in %.1f s", round, name, seconds)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with open(self.path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def _to_ray(self, row: dict[str, Any]) -> None:
+        for key in _GAUGES:
+            if isinstance(row.get(key), int | float) and key != "round":
+                self._gauge(key, row[key], row.get("round"))
+        if row.get("round") is not None:
+            self._gauge("round", row["round"], row["round"])
+
+    def _gauge(self, name: str, value: float, round: int | None) -> None:
+        try:
+            import ray
+        except ImportError:
+            return
+        if not ray.is_initialized():
+            return
+        if self._ray_gauges is None:
+            from ray.util.metrics import Gauge
+
+            self._ray_gauges = {g: Gauge(f"restmcts_{g}", description=f"restmcts {g}") for g in _GAUGES}
+        self._ray_gauges[name].set(float(value))
+
+
+def round_time() -> float:
+    return round_float(time.time(), 3)
+
+
+def round_float(x: float, digits: int = 3) -> float:
+    return float(f"{x:.{digits}f}")
