@@ -1,0 +1,320 @@
+"""PolicyActor: one policy replica (HF transformers) serving batched next-step proposals.
+
+A plain class: `ray.remote` is applied where the pool builds it, so tests and `pipeline.api` run the
+same class in-process. Every text goes through `PromptFormat` (one rendering for generation, SFT and the
+PRM).
+
+Batching: requests are grouped by (temperature); identical (prefix, temperature) requests are merged and
+each distinct prefix is tokenized once, then repeated once per wanted sample (HF `generate` with
+`num_return_sequences` repeats the encoded input the same way before prefill, so this costs the same and
+lets requests with different `n` share one call). Rows are sorted by length and cut into chunks of at
+most `policy.max_batch_size` sequences, LEFT-padded.
+
+Seeding: torch's global generator is seeded per generate call from the seeds of the requests in that
+call. HF `generate` draws from one generator for the whole batch, so a request's samples depend on which
+other requests share its call: results are reproducible for the same batch, not per request under
+different batching (an engine with per-request seeds, e.g. vLLM, would be).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pipeline.prompting import PromptFormat
+from pipeline.search.protocol import Critique, Proposal, Propose, Verdict
+
+log = logging.getLogger(__name__)
+
+CRITIC_TEMPERATURE = 0.7  # sampled, so the search's critic retries can get a different reply
+CRITIC_QUESTION = 'Is the problem solved? Reply "solved" or "unsolved"'
+CRITIC_REFLECT = ", then give one short hint for the next step"
+
+
+@dataclass(frozen=True)
+class SolutionSample:
+    """A whole generated solution: steps (delimiter removed, stripped, cut after the answer step)."""
+
+    steps: tuple[str, ...]
+    tokens: int  # generated tokens up to and including the stop (EOS or the answer line's delimiter)
+
+
+def pick_device(num_gpus: float) -> str:
+    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    """ "auto": bf16 on GPU, fp32 on CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def call_seed(seeds: Sequence[int]) -> int:
+    """One 63-bit seed from the seeds of the requests in a call (order-sensitive, stable across runs)."""
+    digest = hashlib.sha256(",".join(map(str, seeds)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class _StopTracker:
+    """HF stopping criterion that also records, per row, how many tokens were generated up to the stop.
+
+    mode "step": a row stops at EOS or once its text contains the delimiter.
+    mode "solution": a row stops at EOS, after a finished line starting with `answer_prefix`, or after
+    `max_steps` finished lines.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        prompt_len: int,
+        stop_ids: set[int],
+        delimiter: str,
+        mode: str,
+        answer_prefix: str = "",
+        max_steps: int = 0,
+    ):
+        self.tok = tokenizer
+        self.prompt_len = prompt_len
+        self.stop_ids = torch.tensor(sorted(stop_ids), dtype=torch.long)
+        self.delimiter = delimiter
+        self.delim_id = _single_token(tokenizer, delimiter)
+        self.mode = mode
+        self.answer_prefix = answer_prefix
+        self.max_steps = max_steps
+        self.done_at: torch.Tensor | None = None  # generated tokens at the stop; 0 = not stopped
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        gen = input_ids[:, self.prompt_len :]
+        n = gen.shape[1]
+        if self.done_at is None:
+            self.done_at = torch.zeros(gen.shape[0], dtype=torch.long)
+        done = self.done_at > 0
+        last = gen[:, -1].cpu()
+        stop = torch.isin(last, self.stop_ids) & ~done
+        if self.mode == "step" and self.delim_id is None:
+            for i in torch.nonzero(~done & ~stop).flatten().tolist():
+                stop[i] = self.delimiter in self.tok.decode(gen[i], skip_special_tokens=True)
+        if self.mode == "solution":
+            line_end = (last == self.delim_id) if self.delim_id is not None else torch.ones_like(stop)
+            for i in torch.nonzero(~done & ~stop & line_end).flatten().tolist():
+                stop[i] = self._solution_finished(self.tok.decode(gen[i], skip_special_tokens=True))
+        self.done_at[stop] = n
+        return (self.done_at > 0).to(input_ids.device)
+
+    def _solution_finished(self, text: str) -> bool:
+        if not text.endswith(self.delimiter):
+            return False
+        lines = text.split(self.delimiter)[:-1]
+        return lines[-1].strip().startswith(self.answer_prefix) or (
+            self.max_steps > 0 and len([x for x in lines if x.strip()]) >= self.max_steps
+        )
+
+    def lengths(self, total: int) -> list[int]:
+        if self.done_at is None:
+            return []
+        return [int(d) if d > 0 else total for d in self.done_at.tolist()]
+
+
+def _single_token(tokenizer: Any, text: str) -> int | None:
+    """The id of `text` when the tokenizer encodes it as exactly one token that decodes back to it."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) == 1 and tokenizer.decode(ids) == text:
+        return ids[0]
+    return None
+
+
+class PolicyActor:
+    """One policy replica. `backbone` is a BackboneConfig, `policy` a PolicyConfig (or OmegaConf nodes)."""
+
+    def __init__(self, model_dir: str, backbone: Any, policy: Any, device: str | None = None):
+        self.backbone = backbone
+        self.max_batch_size = int(policy.max_batch_size)
+        self.fmt = PromptFormat.from_backbone(backbone)
+        self.device = device or pick_device(backbone.policy_resources.num_gpus)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.model_dir = ""
+        self.reload(model_dir)
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def reload(self, model_dir: str) -> None:
+        """Load (new) weights from an HF directory, e.g. after SFT."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.release()
+        trust = bool(self.backbone.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+        tok.padding_side = "left"
+        tok.truncation_side = "left"  # keep the end of an over-long prefix (the step being continued)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=pick_dtype(self.backbone.dtype, self.device), trust_remote_code=trust
+        )
+        self.model, self.tokenizer, self.model_dir = model.to(self.device).eval(), tok, model_dir
+        self.delim_id = _single_token(tok, self.fmt.delimiter)
+        log.info("policy loaded from %s on %s (delimiter token %s)", model_dir, self.device, self.delim_id)
+
+    def release(self) -> None:
+        """Drop the model and free its device memory (before training); `reload` brings it back."""
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def info(self) -> dict[str, Any]:
+        import os
+
+        return {"model_dir": self.model_dir, "device": self.device, "pid": os.getpid()}
+
+    # ------------------------------------------------------------------------------ serving
+
+    def propose(self, requests: Sequence[Propose]) -> list[Proposal]:
+        """`n` next steps per request (delimiter cut, stripped; "" for an empty sample) and token counts."""
+        prefixes = [self._policy_text(r.question, r.steps, r.reflection) for r in requests]
+        rows = [((prefixes[i], r.temperature), r.seed) for i, r in enumerate(requests) for _ in range(r.n)]
+        outputs = self._generate_rows(rows, mode="step", max_new=self.backbone.max_step_tokens)
+        results, k = [], 0
+        for r in requests:
+            outs = outputs[k : k + r.n]
+            k += r.n
+            steps = tuple(text.split(self.fmt.delimiter, 1)[0].strip() for text, _ in outs)
+            results.append(Proposal(steps=steps, tokens=sum(t for _, t in outs)))
+        return results
+
+    def critique(self, requests: Sequence[Critique]) -> list[Verdict]:
+        """Ask the policy whether `steps` solve the question. Reply "solved"/"unsolved" (+ hint text)."""
+        rows = []
+        for r in requests:
+            ask = CRITIC_QUESTION + (CRITIC_REFLECT if r.want_reflection else "") + ":"
+            rows.append(((self._policy_text(r.question, r.steps) + ask, CRITIC_TEMPERATURE), r.seed))
+        outputs = self._generate_rows(rows, mode="step", max_new=self.backbone.max_step_tokens)
+        verdicts = []
+        for text, tokens in outputs:
+            line = text.split(self.fmt.delimiter, 1)[0].strip()
+            word = line.lower().lstrip('"').split(" ", 1)[0].strip('".,:;!')
+            solved = {"solved": True, "unsolved": False}.get(word)
+            rest = line.split(" ", 1)[1].strip() if " " in line else ""
+            verdicts.append(Verdict(solved=solved, reflection=rest, tokens=tokens))
+        return verdicts
+
+    def greedy_solve(self, questions: Sequence[str], max_steps: int, seed: int = 0) -> list[SolutionSample]:
+        """Whole greedy solutions (CoT), generated in one go up to `max_solution_tokens`."""
+        rows = [((self._policy_text(q, ()), 0.0), seed) for q in questions]
+        return self._solutions(rows, max_steps)
+
+    def sample_solutions(
+        self, questions: Sequence[str], n: int, temperature: float, seed: int = 0, max_steps: int = 0
+    ) -> list[list[SolutionSample]]:
+        """`n` sampled whole solutions per question (self-consistency, best-of-n)."""
+        rows = [((self._policy_text(q, ()), temperature), seed) for q in questions for _ in range(n)]
+        flat = self._solutions(rows, max_steps)
+        return [flat[i * n : (i + 1) * n] for i in range(len(questions))]
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _policy_text(self, question: str, steps: Sequence[str], reflection: str = "") -> str:
+        prefix = self.fmt.prefix(question, tuple(steps), self.tokenizer)
+        if reflection:  # "common" reflection mode: the critic's hint precedes the next step
+            prefix += f"Hint: {reflection}{self.fmt.delimiter}"
+        return prefix
+
+    def _solutions(self, rows: list[tuple[tuple[str, float], int]], max_steps: int) -> list[SolutionSample]:
+        outputs = self._generate_rows(
+            rows, mode="solution", max_new=self.backbone.max_solution_tokens, max_steps=max_steps
+        )
+        samples = []
+        for text, tokens in outputs:
+            steps: list[str] = []
+            for line in text.split(self.fmt.delimiter):
+                if line.strip():
+                    steps.append(line.strip())
+                if steps and steps[-1].startswith(self.fmt.answer_prefix):
+                    break
+            samples.append(SolutionSample(tuple(steps[:max_steps] if max_steps else steps), tokens))
+        return samples
+
+    def _generate_rows(
+        self, rows: list[tuple[tuple[str, float], int]], mode: str, max_new: int, max_steps: int = 0
+    ) -> list[tuple[str, int]]:
+        """Generate one sample per row ((text, temperature), seed); returns (text, tokens) in row order."""
+        if self.model is None:
+            raise RuntimeError("policy weights were released; call reload(model_dir) first")
+        out: list[tuple[str, int] | None] = [None] * len(rows)
+        by_temp: dict[float, list[int]] = defaultdict(list)
+        for i, ((_, temp), _) in enumerate(rows):
+            by_temp[temp].append(i)
+        for temp, idx in by_temp.items():
+            texts = sorted({rows[i][0][0] for i in idx})
+            enc = self._encode(texts)
+            lengths = enc["attention_mask"].sum(1).tolist()
+            row_of = {t: j for j, t in enumerate(texts)}
+            # Longest first, so a chunk's rows have similar lengths (less left padding).
+            idx = sorted(idx, key=lambda i: -lengths[row_of[rows[i][0][0]]])
+            for start in range(0, len(idx), self.max_batch_size):
+                chunk = idx[start : start + self.max_batch_size]
+                which = torch.tensor([row_of[rows[i][0][0]] for i in chunk])
+                results = self._generate_chunk(
+                    enc, which, temp, [rows[i][1] for i in chunk], mode, max_new, max_steps
+                )
+                for i, res in zip(chunk, results, strict=True):
+                    out[i] = res
+        return out  # type: ignore[return-value]
+
+    def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        limit = int(self.backbone.max_prompt_tokens + self.backbone.max_solution_tokens)
+        return self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=limit,
+            return_tensors="pt",
+            add_special_tokens=self.fmt.style == "plain",
+        )
+
+    @torch.inference_mode()
+    def _generate_chunk(self, enc, which, temp, seeds, mode, max_new, max_steps) -> list[tuple[str, int]]:
+        mask = enc["attention_mask"][which]
+        width = int(mask.sum(1).max())  # drop columns that are padding for every row of this chunk
+        ids = enc["input_ids"][which][:, -width:].to(self.device)
+        mask = mask[:, -width:].to(self.device)
+        tok = self.tokenizer
+        stop_ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        if mode == "step" and self.delim_id is not None:
+            stop_ids.add(self.delim_id)
+        tracker = _StopTracker(
+            tok, width, stop_ids, self.fmt.delimiter, mode, self.fmt.answer_prefix, max_steps
+        )
+        seed = call_seed(seeds)
+        torch.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
+        sampling = (
+            {"do_sample": True, "temperature": temp, "top_k": 0, "top_p": 1.0}
+            if temp > 0
+            else {"do_sample": False}
+        )
+        from transformers import StoppingCriteriaList
+
+        seqs = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=int(max_new),
+            eos_token_id=sorted(stop_ids) or None,
+            pad_token_id=tok.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([tracker]),
+            **sampling,
+        )
+        gen = seqs[:, width:].cpu()
+        counts = tracker.lengths(gen.shape[1]) or [0] * gen.shape[0]
+        texts = tok.batch_decode([g[:c] for g, c in zip(gen, counts, strict=True)], skip_special_tokens=True)
+        return list(zip(texts, counts, strict=True))

@@ -1,0 +1,75 @@
+"""PRMActor: one process reward model replica serving batched value scoring.
+
+A plain class (`ray.remote` applied by the pool). The model is loaded with `trainers.prm_model.load_prm`
+(a plain LM directory loads as an untrained PRM with a fixed-seed head); texts are rendered with
+`PromptFormat.prefix`, exactly what the PRM is trained on.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from actors.policy import pick_device, pick_dtype
+from pipeline.prompting import PromptFormat
+from pipeline.search.protocol import Score
+
+log = logging.getLogger(__name__)
+
+
+class PRMActor:
+    """One PRM replica. `backbone` is a BackboneConfig, `prm` a PRMConfig (or OmegaConf nodes)."""
+
+    def __init__(self, model_dir: str, backbone: Any, prm: Any, device: str | None = None):
+        self.backbone = backbone
+        self.max_batch_size = int(prm.max_batch_size)
+        self.max_length = int(backbone.max_prompt_tokens + backbone.max_solution_tokens)
+        self.fmt = PromptFormat.from_backbone(backbone)
+        self.device = device or pick_device(backbone.prm_resources.num_gpus)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.model_dir = ""
+        self.reload(model_dir)
+
+    def reload(self, model_dir: str) -> None:
+        """Load (new) PRM weights from an HF directory (with or without a trained value head)."""
+        from trainers.prm_model import load_prm
+
+        self.release()
+        dtype = pick_dtype(self.backbone.dtype, self.device)
+        self.model, self.tokenizer = load_prm(
+            model_dir,
+            dtype=dtype,
+            device=self.device,
+            trust_remote_code=bool(self.backbone.trust_remote_code),
+        )
+        self.model_dir = model_dir
+        log.info("PRM loaded from %s on %s", model_dir, self.device)
+
+    def release(self) -> None:
+        """Drop the model and free its device memory (before training); `reload` brings it back."""
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def info(self) -> dict[str, Any]:
+        return {"model_dir": self.model_dir, "device": self.device, "pid": os.getpid()}
+
+    def score(self, requests: Sequence[Score]) -> list[float]:
+        """V(question, steps) in [0, 1] per request, in order; one forward pass per chunk of
+        `prm.max_batch_size` texts, each chunk padded to its longest input. Duplicates are scored once."""
+        from trainers.prm_model import score_texts
+
+        if self.model is None:
+            raise RuntimeError("PRM weights were released; call reload(model_dir) first")
+        texts = [self.fmt.prefix(r.question, tuple(r.steps), self.tokenizer) for r in requests]
+        unique = sorted(set(texts))
+        values = score_texts(self.model, self.tokenizer, unique, self.max_length, self.max_batch_size)
+        by_text = dict(zip(unique, values, strict=True))
+        return [by_text[t] for t in texts]

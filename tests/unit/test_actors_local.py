@@ -1,0 +1,137 @@
+"""PolicyActor / PRMActor / SearchWorker logic in-process on a tiny model built here (no Ray).
+
+The policy fixture is a 2-layer char-level Llama over-fitted on one worked solution, so its greedy
+output is known exactly: "1+2=3", "The answer is 3", then EOS.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conf.schema import BackboneConfig, PolicyConfig, PRMConfig
+from pipeline.search.protocol import Critique, Proposal, Propose, Score
+
+CHARS = list('0123456789+-*/()=:QTheanswrio. \n?"dulv,')
+SOLUTION = "Q:1+2\n1+2=3\nThe answer is 3\n"
+
+
+def build_tiny(path, train_text: str | None = None) -> str:
+    """A char-level Llama (tokenizer built here); optionally over-fitted on `train_text` + EOS."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    for c in CHARS:
+        vocab.setdefault(c, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(cfg)
+    if train_text:
+        ids = torch.tensor([tok.encode(train_text) + [2]])
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(150):
+            loss = model(input_ids=ids, labels=ids).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("policy"), SOLUTION)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return BackboneConfig(max_prompt_tokens=32, max_step_tokens=24, max_solution_tokens=64, dtype="auto")
+
+
+@pytest.fixture(scope="module")
+def policy(trained_dir, backbone):
+    from actors.policy import PolicyActor
+
+    return PolicyActor(trained_dir, backbone, PolicyConfig(max_batch_size=4))
+
+
+def test_greedy_proposal_is_the_memorised_step_with_exact_token_count(policy):
+    [out] = policy.propose([Propose("1+2", (), n=2, temperature=0.0, seed=0)])
+    assert out.steps == ("1+2=3", "1+2=3")
+    assert out.tokens == 2 * len("1+2=3\n")  # 5 chars + the delimiter token, per sample
+    [nxt] = policy.propose([Propose("1+2", ("1+2=3",), n=1, temperature=0.0, seed=0)])
+    assert nxt == Proposal(steps=("The answer is 3",), tokens=len("The answer is 3\n"))
+
+
+def test_sampled_proposals_shapes_chunking_and_same_batch_determinism(policy, backbone):
+    reqs = [Propose("1+2", (), 3, 1.5, seed=s) for s in range(3)] + [Propose("4*5", ("x",), 2, 1.5, 7)]
+    first = policy.propose(reqs)  # 11 rows > max_batch_size 4: three chunks
+    assert [len(p.steps) for p in first] == [3, 3, 3, 2]
+    for p, r in zip(first, reqs, strict=True):
+        assert all("\n" not in s and s == s.strip() for s in p.steps)
+        assert r.n <= p.tokens <= r.n * backbone.max_step_tokens
+    assert policy.propose(reqs) == first  # same requests, same batching: same samples
+
+
+def test_greedy_solve_stops_after_the_answer_line(policy):
+    [sol] = policy.greedy_solve(["1+2"], max_steps=8)
+    assert sol.steps == ("1+2=3", "The answer is 3")
+    assert sol.tokens == len("1+2=3\nThe answer is 3\n")  # stopped at the answer line, EOS never generated
+    [capped] = policy.greedy_solve(["1+2"], max_steps=1)
+    assert capped.steps == ("1+2=3",) and capped.tokens == len("1+2=3\n")
+
+
+def test_sample_solutions_and_critique_shapes(policy):
+    sols = policy.sample_solutions(["1+2", "3+4"], n=3, temperature=1.0, seed=1)
+    assert [len(s) for s in sols] == [3, 3]
+    assert all(0 < s.tokens <= 64 for group in sols for s in group)
+    verdicts = policy.critique(
+        [Critique("1+2", ("1+2=3",), want_reflection=w, seed=3) for w in (False, True)]
+    )
+    assert len(verdicts) == 2 and all(v.solved in (True, False, None) and v.tokens > 0 for v in verdicts)
+
+
+def test_release_then_reload(policy, trained_dir):
+    policy.release()
+    with pytest.raises(RuntimeError, match="released"):
+        policy.propose([Propose("1+2", (), 1, 0.0, 0)])
+    policy.reload(trained_dir)
+    assert policy.propose([Propose("1+2", (), 1, 0.0, 0)])[0].steps == ("1+2=3",)
+
+
+def test_prm_scores_in_unit_interval_match_score_texts(trained_dir, backbone):
+    from actors.prm import PRMActor
+    from trainers.prm_model import score_texts
+
+    prm = PRMActor(trained_dir, backbone, PRMConfig(max_batch_size=2))
+    reqs = [
+        Score("1+2", ()),
+        Score("1+2", ("1+2=3",)),
+        Score("1+2", ("1+2=3", "The answer is 3")),
+        Score("1+2", ()),
+    ]
+    values = prm.score(reqs)
+    assert len(values) == 4 and all(0.0 <= v <= 1.0 for v in values) and values[0] == values[3]
+    texts = [prm.fmt.prefix(r.question, r.steps) for r in reqs[:3]]
+    expected = score_texts(prm.model, prm.tokenizer, texts, max_length=96, batch_size=1)  # unpadded
+    assert values[:3] == pytest.approx(expected, abs=1e-5)
