@@ -1,0 +1,1 @@
+"""Built-in task generators (pure: standard library only)."""
