@@ -318,7 +318,9 @@ class StepCheck:
     text: str
     kind: str  # operation | answer | garbage
     arithmetic_ok: bool  # operation: the stated equation holds; answer: the number is the gold answer
-    follows_plan: bool  # the question's next operation, applied to the trace's own previous result(s)
+    # operation: the question's next operation, applied to the trace's own previous result(s);
+    # answer: every operation was done before it
+    follows_plan: bool
     error: str = ""  # one of the labels above; "" when the step is right
 
     @property
