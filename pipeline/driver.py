@@ -1,0 +1,124 @@
+"""The ReST-MCTS* self-training loop (docs/ALGORITHM.md section 4), resumable phase by phase.
+
+    round 0:  start models (tiny: warm start + D_V0 PRM; else the configured checkpoints), evaluate
+    round k:  MCTS* over the training questions -> infer values, select traces -> policy SFT
+              -> PRM regression -> evaluate with the new models
+
+Every phase writes its files atomically and is then recorded in `state.json` with their checksums;
+a rerun of the same command skips what the manifest proves done (shards individually: a shard file
+exists only once it is complete). Models are trained from the round-0 checkpoints on the data
+accumulated over rounds 1..k, as the paper does.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import phases
+from pipeline.metrics import MetricsLog
+from pipeline.records import Question
+from pipeline.report import final_table, round_accuracies
+from pipeline.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+class Driver:
+    def __init__(self, cfg: DictConfig, train: list[Question], heldout: list[Question], run: RunDir):
+        self.cfg, self.train, self.heldout, self.run = cfg, train, heldout, run
+        self.metrics = MetricsLog(run.metrics_file)
+        self.pool: Any = None
+
+    def fit(self) -> dict[int, dict[str, Any]]:
+        """Round 0, then `iteration` self-training rounds. Returns the eval results per round."""
+        with self.metrics.phase("start", 0):  # cached per machine, so cheap to redo on resume
+            models = phases.start_models(self.cfg, self.run)
+        cfg, run, train = self.cfg, self.run, self.train
+        self.phase(0, "eval", self.evaluate, 0, models)
+        for k in range(1, cfg.iteration + 1):
+            self.phase(k, "search", phases.search, cfg, run, lambda m=models: self.pools(m), train, k)
+            self.phase(k, "values", phases.infer_values, cfg, run, train, k)
+            self.close_pool()  # generation actors give their CPUs/GPUs back before training
+            policy = self.phase(k, "sft", phases.train_policy, cfg, run, models, k)
+            prm = self.phase(k, "prm", phases.train_prm, cfg, run, models, k)
+            models = {**models, "policy_dir": policy["policy_dir"], "prm_dir": prm["prm_dir"]}
+            self.phase(k, "eval", self.evaluate, k, models)
+        self.close_pool()
+        return {k: self.run.phase_info(k, "eval") for k in range(self.cfg.iteration + 1)}
+
+    def phase(self, k: int, name: str, body, *args) -> dict[str, Any]:
+        """Run `body(*args)` unless the manifest proves it done; body returns (files, info)."""
+        if self.run.phase_done(k, name):
+            log.info("round %d: %s already done, skipped", k, name)
+            self.metrics.event("phase_skipped", k, phase=name)
+            return self.run.phase_info(k, name)
+        with self.metrics.phase(name, k) as timing:
+            files, info = body(*args)
+            timing.update({key: v for key, v in info.items() if isinstance(v, int | float)})
+        self.run.mark_done(k, name, files, info)
+        return info
+
+    def pools(self, models: dict[str, Any]):
+        """The search pool on the current checkpoints, started on first use."""
+        if self.pool is None or self.pool.model_dirs != (models["policy_dir"], models["prm_dir"]):
+            self.close_pool()
+            from actors.pool import Pool
+
+            self.pool = Pool.from_config(self.cfg, models["policy_dir"], models["prm_dir"])
+        return self.pool
+
+    def close_pool(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+    def evaluate(self, k: int, models: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
+        from pipeline.evaluate import evaluate_methods
+
+        results = evaluate_methods(self.pools(models), self.heldout, self.cfg, k)
+        path = self.run.round_dir(k) / "eval.json"
+        phases.write_json(path, results)
+        self.metrics.event("eval", k, **{f"acc_{m}": r["accuracy"] for m, r in results["methods"].items()})
+        per_round = round_accuracies(self.run, upto=k, current={k: results})
+        from pipeline.plots import plot_accuracy
+
+        plot_accuracy(per_round, self.run.root / "plots" / "accuracy.png", title=f"run {self.run.root.name}")
+        return [path], results
+
+
+def train_main(cfg: DictConfig, train: list[Question], heldout: list[Question]) -> int:
+    """`python run.py` (mode=train): set up the run directory and Ray, fit, print the final table."""
+    from actors.cluster import init_ray, shutdown_ray
+    from conf.load import ConfigError
+
+    if cfg.policy.engine == "endpoint" and cfg.iteration > 0:
+        print(
+            "restmcts: config error: policy.engine=endpoint cannot be trained; use mode=evaluate or iteration=0"
+        )
+        return 2
+    root = Path(cfg.run.root) / cfg.run.name
+    if not cfg.run.resume and root.exists():
+        shutil.rmtree(root)
+    run = RunDir(root)
+    try:
+        run.check_or_save_config(cfg)
+    except ConfigError as e:
+        print(f"restmcts: config error: {e}")
+        return 2
+    t0 = time.monotonic()
+    url = init_ray(cfg.ray)
+    print(f"restmcts: run directory {root}  |  Ray dashboard {url}", flush=True)
+    try:
+        evals = Driver(cfg, train, heldout, run).fit()
+    finally:
+        shutdown_ray()
+    print(final_table(evals))
+    print(f"restmcts: done in {time.monotonic() - t0:.0f} s; results in {root}")
+    OmegaConf.set_readonly(cfg, True)
+    return 0
