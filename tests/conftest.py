@@ -16,16 +16,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def ray_session():
     """A local Ray instance for the whole session (dashboard on 127.0.0.1, token auth as Ray defaults)."""
     ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=4,  # logical CPUs: lets actors with fractional num_cpus co-exist on a 2-core box
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    from actors.cluster import init_ray, shutdown_ray
+    from conf.schema import RayConfig
+
+    # 4 logical CPUs: lets actors with fractional num_cpus co-exist on a 2-core box.
+    init_ray(RayConfig(num_cpus=4), log_to_driver=False)
     yield ray
-    ray.shutdown()
+    shutdown_ray()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,226 @@
+"""Pool: N policy replicas, M PRM replicas and W search workers on Ray, built from config.
+
+    pool = Pool(policy_dir, prm_dir, cfg.backbone, cfg.policy, cfg.prm, cfg.pool)
+    paths = pool.run_shards(shards, cfg.search)        # one shard file per Shard, in order
+    pool.release()                                     # before training: frees devices and Ray resources
+    pool.reload(new_policy_dir, new_prm_dir)           # after training: replicas come back on new weights
+    pool.shutdown()
+
+Actors are named `policy-<i>`, `prm-<i>`, `search-<i>` (the dashboard shows them) and take `num_cpus` /
+`num_gpus` from `backbone.policy_resources`, `backbone.prm_resources`, `pool.worker_num_cpus`.
+Failures are handled here, once: a replica is restarted by Ray (`pool.max_restarts`) and its in-flight
+calls re-sent; a search worker that dies is replaced and its shard re-queued (`shard_retries` counts
+them; a shard that fails more than `pool.max_restarts` times raises). An exception raised by the search
+itself is a bug and is raised at once, never retried.
+
+`reload` rebuilds the replicas from the new directories rather than loading in place, so a replica that
+Ray restarts later comes back with the new weights too (Ray re-runs the constructor with its original
+arguments), and so GPU resources are really returned to Ray between `release` and `reload`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from actors.policy import PolicyActor
+from actors.prm import PRMActor
+from actors.router import RayBackend
+from actors.search_worker import SearchWorker, Shard
+
+log = logging.getLogger(__name__)
+
+
+class Pool:
+    def __init__(self, policy_dir: str, prm_dir: str, backbone: Any, policy: Any, prm: Any, pool: Any):
+        self.backbone, self.policy_cfg, self.prm_cfg, self.cfg = backbone, policy, prm, pool
+        self.policy_dir, self.prm_dir = str(policy_dir), str(prm_dir)
+        self.shard_retries = 0  # shards re-queued after their worker died
+        self.worker_replacements = 0
+        self.policy: list[Any] = []
+        self.prm: list[Any] = []
+        self.workers: list[Any] = []
+        self._build()
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def _build(self) -> None:
+        import ray
+
+        restarts = int(self.cfg.max_restarts)
+        opts = {"max_restarts": restarts, "max_task_retries": restarts}
+        res = self.backbone.policy_resources
+        policy_cls = ray.remote(PolicyActor)
+        self.policy = [
+            policy_cls.options(
+                name=f"policy-{i}", num_cpus=res.num_cpus, num_gpus=res.num_gpus, **opts
+            ).remote(self.policy_dir, self.backbone, self.policy_cfg)
+            for i in range(int(self.policy_cfg.replicas))
+        ]
+        res = self.backbone.prm_resources
+        prm_cls = ray.remote(PRMActor)
+        self.prm = [
+            prm_cls.options(name=f"prm-{i}", num_cpus=res.num_cpus, num_gpus=res.num_gpus, **opts).remote(
+                self.prm_dir, self.backbone, self.prm_cfg
+            )
+            for i in range(int(self.prm_cfg.replicas))
+        ]
+        self.workers = [self._new_worker(i) for i in range(int(self.cfg.search_workers))]
+        ray.get([a.info.remote() for a in self.policy + self.prm] + [w.ping.remote() for w in self.workers])
+        log.info(
+            "pool up: %d policy, %d PRM replicas, %d search workers",
+            len(self.policy),
+            len(self.prm),
+            len(self.workers),
+        )
+
+    def _new_worker(self, i: int) -> Any:
+        import ray
+
+        # max_concurrency 2: `progress()` answers while `run_shard` runs; failures are handled by the pool.
+        cls = ray.remote(SearchWorker).options(
+            name=f"search-{i}", num_cpus=self.cfg.worker_num_cpus, max_concurrency=2, max_restarts=0
+        )
+        backend = RayBackend(self.policy, self.prm, offset=i)
+        return cls.remote(backend, self.cfg.trees_in_flight, self.backbone.answer_prefix, i)
+
+    def release(self) -> None:
+        """Stop every actor: model memory, devices and Ray resources are free for training."""
+        _kill_all(self.workers + self.policy + self.prm)
+        self.policy, self.prm, self.workers = [], [], []
+
+    def reload(self, policy_dir: str | None = None, prm_dir: str | None = None) -> None:
+        """Serve new weights (either or both): replicas and workers are rebuilt on the new directories."""
+        self.release()
+        self.policy_dir = str(policy_dir or self.policy_dir)
+        self.prm_dir = str(prm_dir or self.prm_dir)
+        self._build()
+
+    def shutdown(self) -> None:
+        self.release()
+
+    # ------------------------------------------------------------------------------ search
+
+    def run_shards(
+        self,
+        shards: Sequence[Shard],
+        search_cfg: Any,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        progress_every: float = 30.0,
+    ) -> list[str]:
+        """Run every shard on the search workers (one shard per worker at a time); returns the shard
+        files in `shards` order. `on_progress(self.progress())` is called every `progress_every` s."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        pending = deque(shards)
+        free = deque(range(len(self.workers)))
+        failures: dict[int, int] = {}
+        running: dict[Any, tuple[int, Shard]] = {}
+        paths: dict[int, str] = {}
+        last = time.monotonic()
+        while pending or running:
+            while pending and free:
+                w, shard = free.popleft(), pending.popleft()
+                running[self.workers[w].run_shard.remote(shard, search_cfg)] = (w, shard)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=progress_every)
+            if on_progress and time.monotonic() - last >= progress_every:
+                on_progress(self.progress())
+                last = time.monotonic()
+            if not ready:
+                continue
+            w, shard = running.pop(ready[0])
+            try:
+                paths[shard.shard_id] = ray.get(ready[0])["path"]
+            except RayActorError as e:
+                failures[shard.shard_id] = failures.get(shard.shard_id, 0) + 1
+                self.shard_retries += 1
+                log.warning("search-%d died on shard %d (%s); re-queued", w, shard.shard_id, type(e).__name__)
+                if failures[shard.shard_id] > int(self.cfg.max_restarts):
+                    raise RuntimeError(
+                        f"shard {shard.shard_id} failed {failures[shard.shard_id]} times"
+                    ) from e
+                pending.appendleft(shard)
+                self._replace_worker(w)
+            free.append(w)
+        return [paths[s.shard_id] for s in shards]
+
+    def _replace_worker(self, w: int) -> None:
+        _kill_all([self.workers[w]])
+        self.workers[w] = self._new_worker(w)
+        self.worker_replacements += 1
+
+    def progress(self) -> dict[str, Any]:
+        """Counters summed over the workers (trees, expansions, tokens, ...) plus the pool's retries."""
+        import ray
+
+        per_worker = ray.get([w.progress.remote() for w in self.workers])
+        total: dict[str, Any] = {
+            "shard_retries": self.shard_retries,
+            "worker_replacements": self.worker_replacements,
+        }
+        for p in per_worker:
+            for k, v in p.items():
+                if isinstance(v, int | float) and k != "worker_id":
+                    total[k] = total.get(k, 0) + v
+        return total
+
+    def restarts(self) -> dict[str, int]:
+        """Times Ray restarted each model replica (from the state API; needs the dashboard)."""
+        from ray.util.state import get_actor
+
+        out = {}
+        for i, handle in enumerate(self.policy + self.prm):
+            name = f"policy-{i}" if i < len(self.policy) else f"prm-{i - len(self.policy)}"
+            state = get_actor(handle._actor_id.hex())
+            out[name] = int(state.num_restarts) if state else 0
+        return out
+
+    # ------------------------------------------------------------------------------ plain batched calls
+
+    def map_policy(self, method: str, items: Sequence[Any], chunk: int, **kwargs: Any) -> list[Any]:
+        """`PolicyActor.<method>(items_chunk, **kwargs)` over chunks of `items`, spread over the policy
+        replicas (least-loaded first, at most 2 chunks queued per replica); results in item order."""
+        return _map(self.policy, method, items, chunk, kwargs)
+
+    def map_prm(self, method: str, items: Sequence[Any], chunk: int, **kwargs: Any) -> list[Any]:
+        return _map(self.prm, method, items, chunk, kwargs)
+
+
+def _map(
+    replicas: list[Any], method: str, items: Sequence[Any], chunk: int, kwargs: dict[str, Any]
+) -> list[Any]:
+    import ray
+
+    chunks = deque((i, list(items[i : i + chunk])) for i in range(0, len(items), max(1, chunk)))
+    load = [0] * len(replicas)
+    running: dict[Any, tuple[int, int]] = {}
+    out: dict[int, list[Any]] = {}
+    while chunks or running:
+        while chunks and min(load) < 2:
+            r = load.index(min(load))
+            start, part = chunks.popleft()
+            running[getattr(replicas[r], method).remote(part, **kwargs)] = (start, r)
+            load[r] += 1
+        [ref], _ = ray.wait(list(running), num_returns=1)
+        start, r = running.pop(ref)
+        load[r] -= 1
+        out[start] = ray.get(ref)
+    return [x for start in sorted(out) for x in out[start]]
+
+
+def _kill_all(handles: list[Any]) -> None:
+    """Kill actors for good and wait until Ray reports each dead (so their names can be reused)."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    for h in handles:
+        ray.kill(h, no_restart=True)
+    for h in handles:
+        try:
+            ray.get(h.__ray_terminate__.remote())
+        except RayActorError:
+            pass

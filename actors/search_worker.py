@@ -1,0 +1,280 @@
+"""SearchWorker: runs many search trees over one question shard, batching all their model calls.
+
+Each tree is a generator (pipeline/search/protocol.py). The worker keeps up to `trees_in_flight` trees
+alive, collects the pending requests of every tree into one batch per kind (Propose, Score, Critique),
+sends the batches to the model replicas through a backend, and consumes answers in completion order:
+trees whose answers are all in advance at once and their new requests join the next batch. So while the
+policy works on one batch, the trees answered by the PRM are already preparing the next one.
+
+Backends (`submit(kind, batch) -> ticket`, `wait() -> (ticket, answers)`, `capacity(kind)`):
+`LocalBackend` answers in-process (tests, `pipeline.api`); `actors.router.RayBackend` sends remote calls
+to the least-loaded replica and waits with `ray.wait`.
+
+The shard file (docs/FORMATS.md) is written once, atomically, when every tree of the shard is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.records import NodeRecord, Question, SearchResult, from_dict, to_dict
+from pipeline.rundir import atomic_write_jsonl, read_jsonl
+from pipeline.search.protocol import Critique, Propose, Request, Score, SearchGen, StepProposer, StepScorer
+from pipeline.search.seeding import derive_seed
+
+log = logging.getLogger(__name__)
+
+SEARCH_KINDS = ("mcts", "tot_bfs", "tot_dfs")
+KIND_OF = {Propose: "propose", Score: "score", Critique: "critique"}
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A unit of search work: these questions, searched with `kind`, written to `out_path`."""
+
+    shard_id: int
+    round: int
+    questions: tuple[Question, ...]
+    out_path: str
+    kind: str = "mcts"  # mcts | tot_bfs | tot_dfs
+
+
+@dataclass(frozen=True)
+class TreeRecord:
+    """One line of a shard file, typed (docs/FORMATS.md)."""
+
+    question_id: str
+    round: int
+    shard_id: int
+    kind: str
+    seed: int
+    gold: str | None
+    result: SearchResult
+    nodes: tuple[NodeRecord, ...]
+
+
+def load_shard(path: str | Path) -> list[TreeRecord]:
+    """Read a shard file written by `SearchWorker.run_shard`, in the shard's question order."""
+    out = []
+    for row in read_jsonl(Path(path)):
+        if row.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{path}: shard format {row.get('format')!r}, expected {FORMAT_VERSION}")
+        out.append(
+            TreeRecord(
+                question_id=row["question_id"],
+                round=row["round"],
+                shard_id=row["shard_id"],
+                kind=row["kind"],
+                seed=row["seed"],
+                gold=row["gold"],
+                result=from_dict(SearchResult, row["result"]),
+                nodes=tuple(from_dict(NodeRecord, n) for n in row["nodes"]),
+            )
+        )
+    return out
+
+
+@dataclass
+class Progress:
+    """Counters a caller can poll while a shard runs (cumulative over the worker's life)."""
+
+    shards_done: int = 0
+    trees_started: int = 0
+    trees_done: int = 0
+    expansions: int = 0  # Propose requests answered
+    proposals: int = 0  # samples proposed (sum of n)
+    scored: int = 0  # PRM values returned
+    critiques: int = 0
+    tokens: int = 0  # policy tokens generated (proposals and critiques)
+    batches_propose: int = 0  # model calls sent, per kind
+    batches_score: int = 0
+    batches_critique: int = 0
+    busy_seconds: float = 0.0
+
+
+def search_factory(kind: str) -> Callable[..., SearchGen]:
+    """The search generator function for `kind`, all called as f(question, cfg, seed, question_id=,
+    gold=, answer_prefix=)."""
+    if kind == "mcts":
+        from pipeline.search.mcts import search
+
+        return search
+    if kind in ("tot_bfs", "tot_dfs"):
+        from pipeline.search import tot
+
+        return getattr(tot, kind.split("_")[1] + "_search")
+    raise ValueError(f"unknown search kind {kind!r}; allowed: {', '.join(SEARCH_KINDS)}")
+
+
+class LocalBackend:
+    """Answers each batch in-process at submit time; `wait` hands results back oldest first."""
+
+    def __init__(self, proposer: StepProposer, scorer: StepScorer):
+        self.calls = {"propose": proposer.propose, "score": scorer.score, "critique": proposer.critique}
+        self.done: deque[tuple[int, list[Any]]] = deque()
+        self.next_ticket = 0
+
+    def capacity(self, kind: str) -> int:
+        return 1
+
+    def submit(self, kind: str, batch: list[Request]) -> int:
+        self.next_ticket += 1
+        self.done.append((self.next_ticket, self.calls[kind](batch)))
+        return self.next_ticket
+
+    def wait(self) -> tuple[int, list[Any]]:
+        return self.done.popleft()
+
+
+class _Tree:
+    __slots__ = ("question", "gen", "requests", "answers", "missing", "t0")
+
+    def __init__(self, question: Question, gen: SearchGen):
+        self.question, self.gen = question, gen
+        self.requests: list[Request] = []
+        self.answers: list[Any] = []
+        self.missing = 0
+        self.t0 = time.monotonic()
+
+
+class SearchWorker:
+    """Runs shards. `backend` is a LocalBackend or a RayBackend; `answer_prefix` from the backbone."""
+
+    def __init__(self, backend: Any, trees_in_flight: int, answer_prefix: str, worker_id: int = 0):
+        self.backend = backend
+        self.trees_in_flight = max(1, int(trees_in_flight))
+        self.answer_prefix = answer_prefix
+        self.worker_id = worker_id
+        self._progress = Progress()
+        self._lock = threading.Lock()
+
+    def progress(self) -> dict[str, Any]:
+        """A snapshot of the counters (safe to call from another thread while a shard runs)."""
+        with self._lock:
+            p = self._progress
+            return {**p.__dict__, "worker_id": self.worker_id}
+
+    def ping(self) -> int:
+        return self.worker_id
+
+    def run_shard(self, shard: Shard, search_cfg: Any) -> dict[str, Any]:
+        """Search every question of the shard, write the shard file; returns {"path", "trees", ...}."""
+        t0 = time.monotonic()
+        make = search_factory(shard.kind)
+        rows = self._run(shard, search_cfg, make)
+        order = {q.id: i for i, q in enumerate(shard.questions)}
+        rows.sort(key=lambda r: order[r["question_id"]])
+        atomic_write_jsonl(Path(shard.out_path), rows)
+        seconds = time.monotonic() - t0
+        with self._lock:
+            self._progress.shards_done += 1
+            self._progress.busy_seconds += seconds
+        log.info(
+            "worker %d: shard %d (%d trees) in %.1f s", self.worker_id, shard.shard_id, len(rows), seconds
+        )
+        return {"path": shard.out_path, "shard_id": shard.shard_id, "trees": len(rows), "seconds": seconds}
+
+    def _run(self, shard: Shard, search_cfg: Any, make: Callable[..., SearchGen]) -> list[dict[str, Any]]:
+        queue = deque(shard.questions)
+        live: dict[int, _Tree] = {}
+        ready: dict[str, list[tuple[int, int, Request]]] = {"propose": [], "score": [], "critique": []}
+        in_flight: dict[Any, tuple[str, list[tuple[int, int]]]] = {}
+        rows: list[dict[str, Any]] = []
+        next_slot = 0
+
+        def advance(slot: int, answers: list[Any] | None) -> None:
+            tree = live[slot]
+            try:
+                requests = next(tree.gen) if answers is None else tree.gen.send(answers)
+                while not requests:  # a search may yield an empty list; answer it at once
+                    requests = tree.gen.send([])
+            except StopIteration as stop:
+                del live[slot]
+                rows.append(self._row(shard, tree.question, stop.value, time.monotonic() - tree.t0))
+                with self._lock:
+                    self._progress.trees_done += 1
+                return
+            tree.requests, tree.answers, tree.missing = requests, [None] * len(requests), len(requests)
+            for i, request in enumerate(requests):
+                ready[KIND_OF[type(request)]].append((slot, i, request))
+
+        while queue or live:
+            while queue and len(live) < self.trees_in_flight:
+                q = queue.popleft()
+                seed = derive_seed(shard.round, q.id)
+                gen = make(
+                    q.content,
+                    search_cfg,
+                    seed,
+                    question_id=q.id,
+                    gold=q.answer,
+                    answer_prefix=self.answer_prefix,
+                )
+                live[next_slot] = _Tree(q, gen)
+                with self._lock:
+                    self._progress.trees_started += 1
+                next_slot += 1
+                advance(next_slot - 1, None)
+            for kind, items in ready.items():
+                busy = sum(1 for k, _ in in_flight.values() if k == kind)
+                if items and busy < self.backend.capacity(kind):
+                    ticket = self.backend.submit(kind, [r for _, _, r in items])
+                    in_flight[ticket] = (kind, [(s, i) for s, i, _ in items])
+                    ready[kind] = []
+                    with self._lock:
+                        setattr(
+                            self._progress, f"batches_{kind}", getattr(self._progress, f"batches_{kind}") + 1
+                        )
+            if not in_flight:
+                if live:
+                    raise RuntimeError("search trees wait for answers but no request is in flight")
+                continue
+            ticket, answers = self.backend.wait()
+            kind, targets = in_flight.pop(ticket)
+            self._count(kind, answers)
+            finished = []
+            for (slot, i), answer in zip(targets, answers, strict=True):
+                tree = live[slot]
+                tree.answers[i] = answer
+                tree.missing -= 1
+                if tree.missing == 0:
+                    finished.append(slot)
+            for slot in finished:
+                advance(slot, live[slot].answers)
+        return rows
+
+    def _count(self, kind: str, answers: Sequence[Any]) -> None:
+        with self._lock:
+            p = self._progress
+            if kind == "propose":
+                p.expansions += len(answers)
+                p.proposals += sum(len(a.steps) for a in answers)
+                p.tokens += sum(a.tokens for a in answers)
+            elif kind == "score":
+                p.scored += len(answers)
+            else:
+                p.critiques += len(answers)
+                p.tokens += sum(a.tokens for a in answers)
+
+    def _row(self, shard: Shard, question: Question, outcome: Any, seconds: float) -> dict[str, Any]:
+        result = to_dict(outcome.result)
+        result["seconds"] = result.get("seconds") or round(seconds, 4)
+        return {
+            "format": FORMAT_VERSION,
+            "question_id": question.id,
+            "round": shard.round,
+            "shard_id": shard.shard_id,
+            "kind": shard.kind,
+            "seed": derive_seed(shard.round, question.id),
+            "gold": question.answer,
+            "result": result,
+            "nodes": [to_dict(n) for n in outcome.tree],
+        }

@@ -1,0 +1,100 @@
+"""The pool on a real local Ray: MCTS* with the tiny backbone over 8 questions in 2 shards on 2 workers,
+surviving a killed search worker (shard re-queued) and a killed policy replica (restarted, retried)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conf.load import compose
+
+pytestmark = pytest.mark.ray
+
+ARGS = [
+    "search.iteration_limit=3",
+    "search.branch=2",
+    "search.roll_forward_steps=1",
+    "backbone.max_step_tokens=12",
+    "pool.search_workers=2",
+    "pool.trees_in_flight=4",
+    "pool.worker_num_cpus=0.25",
+    "backbone.policy_resources.num_cpus=1",
+    "backbone.prm_resources.num_cpus=1",
+]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return compose(ARGS)
+
+
+@pytest.fixture(scope="module")
+def pool(ray_session, tiny_dirs, cfg):
+    from actors.pool import Pool
+
+    p = Pool(tiny_dirs.policy_dir, tiny_dirs.prm_dir, cfg.backbone, cfg.policy, cfg.prm, cfg.pool)
+    yield p
+    p.shutdown()
+
+
+def shards(cfg, tmp_path, round_=0):
+    from actors.search_worker import Shard
+    from pipeline.tasks.arith import generate
+
+    qs = generate(8, [2, 3], seed=round_, max_operand=cfg.task.max_operand)
+    return [
+        Shard(i, round_, tuple(qs[4 * i : 4 * i + 4]), str(tmp_path / f"shard-{i:05d}.jsonl"))
+        for i in range(2)
+    ]
+
+
+def check_files(paths, work):
+    from actors.search_worker import load_shard
+
+    assert [p for p in paths] == [s.out_path for s in work]
+    for path, shard in zip(paths, work, strict=True):
+        trees = load_shard(path)
+        assert [t.question_id for t in trees] == [q.id for q in shard.questions]
+        for t in trees:
+            assert t.nodes[0].node_id == 0 and t.nodes[0].steps == ()
+            assert 1 <= t.result.iterations <= 3 and t.result.generated_tokens > 0
+            assert all(0.0 <= n.value <= 1.0 for n in t.nodes)
+
+
+def test_two_shards_on_two_workers_write_valid_files(pool, cfg, tmp_path):
+    work = shards(cfg, tmp_path)
+    paths = pool.run_shards(work, cfg.search)
+    check_files(paths, work)
+    progress = pool.progress()
+    assert progress["trees_done"] >= 8 and progress["tokens"] > 0 and progress["batches_propose"] > 0
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_killed_search_worker_shard_is_requeued(pool, cfg, tmp_path, ray_session):
+    work = shards(cfg, tmp_path, round_=1)
+    before = pool.shard_retries
+    killed = []
+
+    def kill_one(progress):  # runs inside run_shards, between ray.wait calls
+        if not killed and progress["trees_started"] > 0:
+            ray_session.kill(ray_session.get_actor("search-0"), no_restart=True)
+            killed.append(True)
+
+    paths = pool.run_shards(work, cfg.search, on_progress=kill_one, progress_every=0.05)
+    assert killed and pool.shard_retries == before + 1
+    check_files(paths, work)
+
+
+def test_killed_policy_replica_restarts_and_requests_are_retried(pool, cfg, tmp_path, ray_session):
+    work = shards(cfg, tmp_path, round_=2)
+    killed = []
+
+    def kill_policy(progress):
+        if not killed and progress["expansions"] > 0:
+            ray_session.kill(ray_session.get_actor("policy-0"), no_restart=False)
+            killed.append(True)
+
+    retries = pool.shard_retries
+    paths = pool.run_shards(work, cfg.search, on_progress=kill_policy, progress_every=0.05)
+    assert killed and pool.shard_retries == retries  # no shard lost: the calls were retried by Ray
+    assert pool.restarts()["policy-0"] == 1
+    check_files(paths, work)
