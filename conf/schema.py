@@ -174,10 +174,25 @@ class ValuesConfig:
 
 
 @dataclass
+class TotConfig:
+    """Tree-of-Thought baselines (eval methods tot_bfs, tot_dfs), guided by the same PRM as MCTS*."""
+
+    beam: int = 3  # BFS: partial solutions kept per depth (finished ones included)
+    branch: int = 3  # proposals per expansion
+    max_depth: int = 12  # a node this deep is finished
+    threshold: float = 0.3  # DFS: children the PRM scores below this are pruned
+    gate: float = 0.9  # DFS: the first finished solution scored >= gate stops the search
+    budget: int = 50  # DFS: expansions at most
+    temperature: float = 0.7  # policy sampling temperature for proposals
+    proposal_retries: int = 2  # extra tries when every proposal of an expansion came back empty
+
+
+@dataclass
 class EvalConfig:
     methods: list[str] = field(default_factory=lambda: ["cot", "mcts"])
     n: int = 8  # samples for sc / bon
     search: SearchConfig = field(default_factory=SearchConfig)
+    tot: TotConfig = field(default_factory=TotConfig)
 
 
 @dataclass

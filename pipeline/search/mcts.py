@@ -12,17 +12,14 @@ created here, and the search only sees answers, never timing or batch order: the
 
 from __future__ import annotations
 
-import math
 import random
 import time
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.grading import extract_answer, grade
-from pipeline.records import NodeRecord, SearchResult
-from pipeline.search.protocol import Answer, Propose, Request, Score, SearchGen
-from pipeline.search.reflection import SEED_RANGE, Reflector
+from pipeline.search.expansion import Expander, SearchOutcome, Sub, make_outcome
+from pipeline.search.protocol import SearchGen
+from pipeline.search.reflection import Reflector
 from pipeline.search.tree import (
     CONTINUE,
     END,
@@ -32,19 +29,10 @@ from pipeline.search.tree import (
     choose_answer,
     clip,
     select,
-    to_records,
     walk,
 )
 
-Sub = Generator[list[Request], list[Answer], Any]
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    """What a search returns: the result record and the whole tree (NodeRecords in node id order)."""
-
-    result: SearchResult
-    tree: list[NodeRecord]
+__all__ = ["SearchOutcome", "search"]
 
 
 def search(
@@ -61,64 +49,12 @@ def search(
     return (yield from _Mcts(question, cfg, seed, answer_prefix).run(question_id, gold, clock))
 
 
-class Expander:
-    """Proposal and scoring requests shared by the searches (MCTS*, ToT): counts what they spend."""
-
-    def __init__(self, question: str, cfg: Any, rng: random.Random) -> None:
-        self.question, self.cfg, self.rng = question, cfg, rng
-        self.tokens = 0  # policy tokens of proposals
-        self.scored = 0  # PRM evaluations
-        self.empty = 0  # empty step texts received
-        self.next_id = 1  # node ids; 0 is the root
-
-    def propose(self, steps: tuple[str, ...], n: int, reflection: str = "") -> Sub:
-        """Up to `n` distinct non-empty next steps (stripped), in the order the policy gave them."""
-        request = Propose(
-            self.question, steps, n, self.cfg.temperature, self.rng.randrange(SEED_RANGE), reflection
-        )
-        (proposal,) = yield [request]
-        self.tokens += proposal.tokens
-        texts: list[str] = []
-        for text in (s.strip() for s in proposal.steps):
-            if not text:
-                self.empty += 1
-            elif text not in texts:
-                texts.append(text)
-        return texts
-
-    def propose_retrying(self, steps: tuple[str, ...], n: int, reflection: str = "") -> Sub:
-        """`propose`, asked again up to `proposal_retries` times while everything comes back empty."""
-        texts: list[str] = []
-        for _ in range(1 + max(self.cfg.proposal_retries, 0)):
-            texts = yield from self.propose(steps, n, reflection)
-            if texts:
-                break
-        return texts
-
-    def score(self, states: Sequence[tuple[str, ...]]) -> Sub:
-        """PRM values of `states`, one batch; clipped to [low, high], a non-finite reply counts as low."""
-        values = yield [Score(self.question, steps) for steps in states]
-        self.scored += len(states)
-        low, high = self.cfg.low, self.cfg.high
-        return [clip(float(v), low, high) if math.isfinite(float(v)) else low for v in values]
-
-    def children(self, node: Node, texts: Sequence[str]) -> Sub:
-        """Create and score one child per text; marks `node` fully expanded."""
-        states = [node.steps + (text,) for text in texts]
-        values = yield from self.score(states)
-        for steps, value in zip(states, values, strict=True):
-            node.children.append(Node(self.next_id, node, steps, value=value, prm_value=value))
-            self.next_id += 1
-        node.expanded = True
-        return node.children
-
-
 class _Mcts:
     def __init__(self, question: str, cfg: Any, seed: int, answer_prefix: str) -> None:
         self.cfg = cfg
         self.answer_prefix = answer_prefix
         self.rng = random.Random(seed)
-        self.ex = Expander(question, cfg, self.rng)
+        self.ex = Expander(question, self.rng, cfg.temperature, cfg.low, cfg.high, cfg.proposal_retries)
         self.critic = Reflector(
             question, cfg.use_reflection, cfg.critic, cfg.max_depth, answer_prefix, self.rng
         )
@@ -162,11 +98,7 @@ class _Mcts:
     def expand(self, node: Node) -> Sub:
         """`branch` proposals in one request; identical ones collapse; all failing makes `node` an end."""
         self.expansions += 1
-        texts = yield from self.ex.propose_retrying(node.steps, self.cfg.branch, node.critique)
-        if not texts:
-            node.reflection = END
-            return
-        children = yield from self.ex.children(node, texts)
+        children = yield from self.ex.expand([node], self.cfg.branch)
         # Judging new children now is free for the rule critic (and cached, so equal to judging later);
         # a policy critic is asked eagerly only in full mode, as the original does.
         for child in children:
@@ -229,29 +161,3 @@ class _Mcts:
             empty_proposals=self.ex.empty,
             seconds=seconds,
         )
-
-
-def make_outcome(
-    nodes: Sequence[Node],
-    chosen: Node,
-    *,
-    question_id: str,
-    gold: str | None,
-    end_gate: float,
-    answer_prefix: str,
-    **counters: Any,
-) -> SearchOutcome:
-    """Build the records of a finished search (shared by MCTS* and ToT)."""
-    answer = extract_answer(chosen.steps, answer_prefix) if chosen.steps else None
-    correct = None
-    if gold is not None:
-        correct = False if answer is None else grade(answer, gold).correct
-    result = SearchResult(
-        question_id=question_id,
-        solution=chosen.steps,
-        answer=answer,
-        value=chosen.value,
-        correct=correct,
-        **counters,
-    )
-    return SearchOutcome(result, to_records(nodes, question_id, end_gate, answer_prefix, gold))
