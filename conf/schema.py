@@ -83,6 +83,8 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     from_base: bool = True  # paper: fine-tune from the base model each iteration on accumulated data
     seed: int = 0
+    max_grad_norm: float = 1.0  # gradient clipping (DeepSpeed gradient_clipping); 0 = off
+    eval_fraction: float = 0.1  # PRM: share of questions held out for MSE / pairwise ranking accuracy
 
 
 @dataclass

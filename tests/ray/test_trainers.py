@@ -1,0 +1,115 @@
+"""Trainers end to end: policy SFT and PRM regression on 2 Ray Train workers with DeepSpeed (CPU, gloo),
+and the same jobs in-process (num_workers=0). Each TorchTrainer.fit costs ~30 s here: two fits in all."""
+
+from __future__ import annotations
+
+import pytest
+
+from conf.schema import LoraConfig, TrainConfig
+from pipeline.prompting import PromptFormat
+from pipeline.records import PRMExample, SFTExample
+from trainers.prm_model import load_prm, score_texts
+from trainers.prm_train import pairwise_accuracy, split_heldout, train_prm
+from trainers.sft import encode_sft, train_sft
+
+FMT = PromptFormat()
+
+
+def _problems(n: int) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """(question, gold steps, steps with a wrong first result) for small products."""
+    out = []
+    for i in range(n):
+        a, b = i % 9 + 1, (i * 7) % 9 + 1
+        gold = (f"{a}*{b}={a * b}", f"The answer is {a * b}")
+        bad = (f"{a}*{b}={a * b + 1}",)
+        out.append((f"{a}*{b}", gold, bad))
+    return out
+
+
+def sft_examples(n: int = 48) -> list[SFTExample]:
+    return [
+        SFTExample(str(i), FMT.prompt(q), FMT.solution(gold), gold, 1.0, "gold")
+        for i, (q, gold, _) in enumerate(_problems(n))
+    ]
+
+
+def prm_examples(n: int = 32) -> list[PRMExample]:
+    out = []
+    for i, (q, gold, bad) in enumerate(_problems(n)):
+        out.append(PRMExample(str(i), q, gold[:1], 0.5, 1, 0, 0.0))
+        out.append(PRMExample(str(i), q, bad, 0.0, 1, 1, 0.0))
+        out.append(PRMExample(str(i), q, gold, 1.0, 0, 0, 0.5))
+    return out
+
+
+@pytest.fixture(scope="module")
+def base_dir(tiny_dirs):
+    return tiny_dirs.policy_dir
+
+
+def test_sft_labels_mask_the_prompt(base_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    ex = sft_examples(1)[0]
+    ids, labels = encode_sft(tok, ex.prompt, ex.solution, max_length=256)
+    n_prompt = len(tok(ex.prompt)["input_ids"])
+    assert labels[:n_prompt] == [-100] * n_prompt
+    assert labels[n_prompt:] == ids[n_prompt:]
+    assert tok.decode(ids[n_prompt:], skip_special_tokens=True) == ex.solution
+
+
+def test_heldout_split_and_pairwise_accuracy():
+    examples = prm_examples(20)
+    train, held = split_heldout(examples, 0.25, seed=0)
+    assert split_heldout(examples, 0.25, seed=0) == (train, held)
+    assert {e.question_id for e in train}.isdisjoint({e.question_id for e in held})
+    assert len({e.question_id for e in held}) == 5
+    scores = [e.target for e in held]  # a perfect PRM
+    assert pairwise_accuracy(held, scores) == (1.0, 5)
+    assert pairwise_accuracy(held, [1.0 - s for s in scores])[0] == 0.0
+
+
+def test_in_process_sft_with_lora_and_prm(base_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = TrainConfig(num_workers=0, epochs=3, micro_batch_size=8, lr=3e-3)
+    lora = TrainConfig(
+        num_workers=0, epochs=3, micro_batch_size=8, lr=3e-3, lora=LoraConfig(enabled=True, r=4)
+    )
+    m = train_sft(base_dir, sft_examples(), str(tmp_path / "policy"), lora, str(tmp_path / "jobs"))
+    assert m["engine"] == "torch" and m["final_loss"] < m["first_loss"]
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "policy"))
+    assert not any("lora" in k for k in merged.state_dict())
+    p = train_prm(base_dir, prm_examples(), str(tmp_path / "prm"), cfg, FMT, str(tmp_path / "jobs"))
+    assert p["final_loss"] < p["first_loss"]
+    assert p["heldout_after"]["mse"] < p["heldout_before"]["mse"]
+
+
+def test_launcher_needs_ray(base_dir, tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(RuntimeError, match="needs Ray"):
+        train_sft(base_dir, sft_examples(4), str(tmp_path / "p"), TrainConfig(num_workers=2), str(tmp_path))
+
+
+@pytest.mark.ray
+def test_ray_train_deepspeed_sft_zero3_and_prm_zero2(ray_session, base_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    sft_cfg = TrainConfig(num_workers=2, zero_stage=3, epochs=4, micro_batch_size=8, lr=3e-3)
+    m = train_sft(base_dir, sft_examples(), str(tmp_path / "policy"), sft_cfg, str(tmp_path / "jobs"))
+    assert m["engine"] == "deepspeed" and m["world_size"] == 2
+    assert m["steps"] == 12 and len(m["loss_curve"]) == 12
+    assert m["final_loss"] < m["first_loss"]
+    policy = AutoModelForCausalLM.from_pretrained(str(tmp_path / "policy"))
+    assert policy.num_parameters() > 0
+
+    prm_cfg = TrainConfig(num_workers=2, zero_stage=2, epochs=6, micro_batch_size=8, lr=3e-3)
+    p = train_prm(base_dir, prm_examples(), str(tmp_path / "prm"), prm_cfg, FMT, str(tmp_path / "jobs"))
+    assert p["engine"] == "deepspeed" and p["final_loss"] < p["first_loss"]
+    assert p["heldout_after"]["mse"] < p["heldout_before"]["mse"]
+    model, tok = load_prm(str(tmp_path / "prm"))
+    values = score_texts(model, tok, [FMT.prefix(e.question, e.steps) for e in prm_examples(2)], 256, 4)
+    assert all(0.0 <= v <= 1.0 for v in values)

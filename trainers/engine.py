@@ -1,0 +1,233 @@
+"""The training loop shared by policy SFT and PRM regression, on DeepSpeed or on plain torch.
+
+Data: every rank sees the same deterministic permutation per epoch (seed + epoch), padded by wrapping
+to a multiple of the world size, and takes every world_size-th example: all ranks run the same number
+of micro-steps, which the collectives of DeepSpeed need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from trainers.ds_config import build_ds_config, warmup_steps
+from trainers.job import WorkerContext, report
+
+REPORT_MIN_STEPS = 100
+
+
+@dataclass
+class Plan:
+    """How long a job runs: micro-steps per rank and optimizer steps."""
+
+    micro_per_epoch: int
+    total_micro: int
+    optimizer_steps: int
+
+
+def make_plan(n_examples: int, cfg: Any, world_size: int) -> Plan:
+    if n_examples == 0:
+        raise ValueError("training job got no examples")
+    per_rank = math.ceil(n_examples / world_size)
+    micro_per_epoch = math.ceil(per_rank / cfg.micro_batch_size)
+    gas = cfg.gradient_accumulation_steps
+    steps = max(1, math.ceil(cfg.epochs * micro_per_epoch / gas))
+    if cfg.max_steps > 0:
+        steps = min(steps, cfg.max_steps)
+    return Plan(micro_per_epoch, steps * gas, steps)
+
+
+def micro_batches(examples: list, cfg: Any, ctx: WorkerContext, plan: Plan) -> Iterator[list]:
+    """This rank's micro-batches, `plan.total_micro` of them, reshuffled (seeded) every epoch."""
+    done, epoch = 0, 0
+    while done < plan.total_micro:
+        order = list(range(len(examples)))
+        random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
+        padded = order + order[: (-len(order)) % ctx.world_size]
+        mine = padded[ctx.rank :: ctx.world_size]
+        for start in range(0, len(mine), cfg.micro_batch_size):
+            if done == plan.total_micro:
+                return
+            yield [examples[i] for i in mine[start : start + cfg.micro_batch_size]]
+            done += 1
+        epoch += 1
+
+
+class TorchEngine:
+    """In-process stand-in for a DeepSpeed engine: AdamW, linear warmup/decay, clipping, accumulation."""
+
+    def __init__(self, module: torch.nn.Module, cfg: Any, total_steps: int):
+        self.module = module
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warm = warmup_steps(cfg, total_steps)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / (warm + 1)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.cfg = cfg
+        self.micro = 0
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.cfg.gradient_accumulation_steps).backward()
+
+    def step(self) -> None:
+        self.micro += 1
+        if self.micro % self.cfg.gradient_accumulation_steps:
+            return
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train(self) -> None:
+        self.module.train()
+
+    def eval(self) -> None:
+        self.module.eval()
+
+
+def build_engine(module: torch.nn.Module, cfg: Any, ctx: WorkerContext, total_steps: int):
+    """A DeepSpeed engine inside Ray Train, a `TorchEngine` in-process. Both: engine(...), backward, step."""
+    if not ctx.distributed:
+        return TorchEngine(module, cfg, total_steps)
+    import deepspeed
+
+    ds_config = build_ds_config(cfg, world_size=ctx.world_size, total_steps=total_steps)
+    engine, *_ = deepspeed.initialize(
+        model=module,
+        config=ds_config,
+        model_parameters=[p for p in module.parameters() if p.requires_grad],
+    )
+    return engine
+
+
+@contextlib.contextmanager
+def full_parameters(engine, cfg: Any, ctx: WorkerContext):
+    """Inside, `engine.module` holds full (un-partitioned) parameters on every rank (ZeRO-3 gather).
+
+    Every rank must enter. Changes made inside are not written back to the partitions.
+    """
+    if ctx.distributed and cfg.zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield engine.module
+    else:
+        yield engine.module
+
+
+def mean_over_ranks(values: list[float], ctx: WorkerContext) -> list[float]:
+    if not ctx.distributed or ctx.world_size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return (t / ctx.world_size).tolist()
+
+
+@dataclass
+class LoopResult:
+    losses: list[float] = field(default_factory=list)  # per optimizer step, mean over ranks
+    tokens: int = 0  # non-padding tokens seen, all ranks
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def fit(
+    engine,
+    examples: list,
+    collate: Callable[[list], dict],
+    loss_fn: Callable[[Any, dict], torch.Tensor],
+    cfg: Any,
+    ctx: WorkerContext,
+    plan: Plan,
+    name: str,
+) -> LoopResult:
+    """Run `plan.total_micro` micro-steps of `loss_fn(engine, batch)`; batch["attention_mask"] counts tokens."""
+    result = LoopResult()
+    gas = cfg.gradient_accumulation_steps
+    # Each ray.train.report costs ~2 s here (Ray Train V2 syncs the ranks): a few per job, plus the last.
+    report_every = max(REPORT_MIN_STEPS, math.ceil(plan.optimizer_steps / 5))
+    engine.train()
+    start = time.perf_counter()
+    window: list[float] = []
+    for i, chunk in enumerate(micro_batches(examples, cfg, ctx, plan)):
+        batch = collate(chunk)
+        loss = loss_fn(engine, batch)
+        engine.backward(loss)
+        engine.step()
+        window.append(float(loss.detach()))
+        result.tokens += int(batch["attention_mask"].sum())
+        if (i + 1) % gas == 0:
+            (step_loss,) = mean_over_ranks([sum(window) / len(window)], ctx)
+            window = []
+            result.losses.append(step_loss)
+            result.steps += 1
+            if result.steps % report_every == 0 or result.steps == plan.optimizer_steps:
+                report(ctx, {"job": name, "step": result.steps, "loss": step_loss})
+    result.seconds = time.perf_counter() - start
+    (tokens,) = mean_over_ranks([float(result.tokens)], ctx)
+    result.tokens = int(round(tokens * ctx.world_size))
+    return result
+
+
+def summary(result: LoopResult, plan: Plan, n_examples: int, ctx: WorkerContext) -> dict:
+    """The metrics every job writes (loss curve, first/final loss, tokens/s, steps, seconds)."""
+    tail = result.losses[-max(1, len(result.losses) // 10) :]
+    head = result.losses[: max(1, len(result.losses) // 10)]
+    return {
+        "loss_curve": result.losses,
+        "first_loss": sum(head) / len(head),
+        "final_loss": sum(tail) / len(tail),
+        "steps": result.steps,
+        "micro_steps_per_epoch": plan.micro_per_epoch,
+        "examples": n_examples,
+        "tokens": result.tokens,
+        "tokens_per_s": result.tokens / max(result.seconds, 1e-9),
+        "train_seconds": result.seconds,
+        "world_size": ctx.world_size,
+        "engine": "deepspeed" if ctx.distributed else "torch",
+    }
+
+
+def as_namespace(d: dict) -> SimpleNamespace:
+    """Attribute access on the TrainConfig dict that travelled to the worker (nested dicts too)."""
+    return SimpleNamespace(**{k: as_namespace(v) if isinstance(v, dict) else v for k, v in d.items()})
+
+
+def apply_lora(module: torch.nn.Module, lora: Any, task_type: str) -> torch.nn.Module:
+    """Wrap `module` with peft LoRA adapters (merged back into plain weights on save)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type=task_type,
+    )
+    return get_peft_model(module, config)
+
+
+def replace_dir(tmp: str, final: str) -> None:
+    """Move a finished output directory into place (the old one, if any, is removed first)."""
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)

@@ -1,0 +1,130 @@
+"""Run one training job: Ray Train `TorchTrainer` workers with DeepSpeed inside, or in-process.
+
+`run_training_job(loop_fn, loop_config, train_cfg, name, storage_dir)` is the one entry point. With
+`train_cfg.num_workers >= 1` it starts a TorchTrainer (gloo on CPU, NCCL on GPU) whose workers call
+`loop_fn(loop_config)`; they build a DeepSpeed engine (`trainers.engine`). With `num_workers == 0` it
+calls `loop_fn` in this process with plain torch AdamW: no Ray, no DeepSpeed, same output format.
+
+Results come back through a file, not `Result.metrics` (which can be None on Ray Train V2): rank 0
+writes `metrics.json` to the path the launcher put in `loop_config["metrics_path"]`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    rank: int
+    world_size: int
+    distributed: bool  # True inside Ray Train (torch.distributed up, DeepSpeed engine)
+    in_ray: bool
+
+
+def worker_context(loop_config: dict) -> WorkerContext:
+    """Where this loop runs; also silences the harmless torch.distributed FutureWarnings."""
+    quiet_worker_logs()
+    if not loop_config.get("_ray_train"):
+        return WorkerContext(rank=0, world_size=1, distributed=False, in_ray=False)
+    import ray.train
+
+    ctx = ray.train.get_context()
+    return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), distributed=True, in_ray=True)
+
+
+def quiet_worker_logs() -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*all_gather_into_tensor.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*reduce_scatter_tensor.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.distributed.*")
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+
+
+def report(ctx: WorkerContext, metrics: dict) -> None:
+    """Progress for the Ray dashboard/logs; every rank must call it equally often (V2 syncs ranks)."""
+    if ctx.in_ray:
+        import ray.train
+
+        ray.train.report(metrics)
+    else:
+        log.info("train progress %s", metrics)
+
+
+def write_metrics(path: str, metrics: dict) -> None:
+    """Atomic JSON write (rank 0 only)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(metrics, f, indent=2)
+    os.replace(tmp, path)
+
+
+def train_cfg_dict(train_cfg: Any) -> dict:
+    """A TrainConfig (dataclass or OmegaConf node) as a plain dict that pickles to Ray workers."""
+    if is_dataclass(train_cfg):
+        return asdict(train_cfg)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(train_cfg, resolve=True)
+
+
+def run_training_job(
+    loop_fn: Callable[[dict], None], loop_config: dict, train_cfg: Any, name: str, storage_dir: str
+) -> dict:
+    """Run `loop_fn` as a training job named `name`; return the metrics rank 0 wrote.
+
+    Ray must already be initialised by the driver when `train_cfg.num_workers >= 1`.
+    The returned dict always has `job_seconds` (wall time of the whole job, fixed costs included).
+    """
+    storage_dir = os.path.abspath(storage_dir)
+    job_dir = os.path.join(storage_dir, name)
+    os.makedirs(job_dir, exist_ok=True)
+    metrics_path = os.path.join(job_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        os.remove(metrics_path)
+    config = dict(loop_config, metrics_path=metrics_path, train_cfg=train_cfg_dict(train_cfg))
+    start = time.perf_counter()
+    if train_cfg.num_workers == 0:
+        loop_fn(config)
+    else:
+        _fit_with_ray_train(loop_fn, config, train_cfg, name, storage_dir)
+    if not os.path.exists(metrics_path):
+        raise RuntimeError(f"training job {name!r} finished without writing {metrics_path}")
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    metrics["job_seconds"] = time.perf_counter() - start
+    log.info("training job %s done in %.1f s", name, metrics["job_seconds"])
+    return metrics
+
+
+def _fit_with_ray_train(loop_fn: Callable, config: dict, train_cfg: Any, name: str, storage_dir: str) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        raise RuntimeError(
+            f"training job {name!r} needs Ray: the driver starts it (ray.init() or run.py) before training; "
+            "for a single-process job without Ray Train set train num_workers=0"
+        )
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop_per_worker=loop_fn,
+        train_loop_config=dict(config, _ray_train=True),
+        scaling_config=ScalingConfig(
+            num_workers=int(train_cfg.num_workers),
+            use_gpu=bool(train_cfg.use_gpu),
+            resources_per_worker={"CPU": float(train_cfg.cpus_per_worker)},
+        ),
+        run_config=RunConfig(name=name, storage_path=storage_dir),
+    )
+    trainer.fit()
