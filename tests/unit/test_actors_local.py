@@ -135,3 +135,50 @@ def test_prm_scores_in_unit_interval_match_score_texts(trained_dir, backbone):
     texts = [prm.fmt.prefix(r.question, r.steps) for r in reqs[:3]]
     expected = score_texts(prm.model, prm.tokenizer, texts, max_length=96, batch_size=1)  # unpadded
     assert values[:3] == pytest.approx(expected, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- SearchWorker
+
+
+def _questions(n):
+    from pipeline.records import Question
+
+    return tuple(Question(id=f"q{i}", content=f"{i}+2", answer=str(i + 2)) for i in range(n))
+
+
+def test_worker_trees_do_not_depend_on_how_many_run_at_once(tmp_path):
+    """With seeded fakes, the shard file is the same whether trees run one at a time or interleaved."""
+    from actors.search_worker import LocalBackend, SearchWorker, Shard, load_shard
+    from conf.schema import SearchConfig
+    from tests.fakes import FakeProposer, FakeScorer, hashed_proposer, hashed_scorer
+
+    cfg = SearchConfig(iteration_limit=6, branch=3, roll_forward_steps=1)
+    trees = {}
+    for k in (1, 4):
+        backend = LocalBackend(FakeProposer(hashed_proposer()), FakeScorer(hashed_scorer()))
+        worker = SearchWorker(backend, trees_in_flight=k, answer_prefix="The answer is")
+        info = worker.run_shard(Shard(3, 1, _questions(5), str(tmp_path / f"k{k}.jsonl")), cfg)
+        assert info["trees"] == 5 and worker.progress()["trees_done"] == 5
+        trees[k] = [(t.question_id, t.seed, t.nodes, t.result.solution) for t in load_shard(info["path"])]
+    assert trees[1] == trees[4]
+    assert [q for q, *_ in trees[1]] == ["q0", "q1", "q2", "q3", "q4"]
+
+
+def test_worker_on_the_tiny_policy_and_prm_counts_every_token(trained_dir, backbone, tmp_path):
+    from actors.policy import PolicyActor
+    from actors.prm import PRMActor
+    from actors.search_worker import LocalBackend, SearchWorker, Shard, load_shard
+    from conf.schema import SearchConfig
+
+    policy = PolicyActor(trained_dir, backbone, PolicyConfig(max_batch_size=16))
+    prm = PRMActor(trained_dir, backbone, PRMConfig())
+    worker = SearchWorker(LocalBackend(policy, prm), trees_in_flight=3, answer_prefix="The answer is")
+    cfg = SearchConfig(iteration_limit=3, branch=2, roll_forward_steps=1)
+    path = worker.run_shard(Shard(0, 0, _questions(4), str(tmp_path / "s.jsonl")), cfg)["path"]
+    trees = load_shard(path)
+    progress = worker.progress()
+    assert len(trees) == 4 and progress["trees_done"] == 4
+    assert progress["tokens"] == sum(t.result.generated_tokens for t in trees) > 0
+    assert progress["scored"] == sum(t.result.scored for t in trees)
+    assert progress["batches_propose"] < progress["expansions"]  # requests of several trees shared calls
+    assert trees[1].nodes[0].question_id == "q1"
