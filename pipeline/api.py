@@ -5,8 +5,9 @@
     >>> sol.answer, sol.steps, sol.stats["expansions"]
 
 Runs in-process on CPU or GPU (no Ray): the same PolicyActor/PRMActor classes the pool uses, served
-with `serve_sync`. Keyword overrides are `eval.search` fields (branch, iteration_limit, ...). Loaded
-models are kept for the next call with the same directories.
+with `serve_sync`. Keyword overrides are `eval.search` fields (branch, iteration_limit, ...). Models:
+`policy_dir`/`prm_dir` if given, else `default_models` (tiny: the cached warm start; `round0=False` for
+the untrained backbone). Loaded models are kept for the next call with the same directories.
 """
 
 from __future__ import annotations
@@ -27,19 +28,21 @@ class Solution:
     stats: dict[str, Any]  # the SearchResult fields (value, iterations, expansions, tokens, ...) + tree size
 
 
-def default_models(cfg: Any) -> tuple[str, str]:
-    """(policy_dir, prm_dir): the configured backbone; for tiny, the warm start and D_V0 PRM when cached."""
+def default_models(cfg: Any, round0: bool = True) -> tuple[str, str]:
+    """(policy_dir, prm_dir): `backbone.policy_path`/`prm_path` when both are set; else the configured
+    backbone, and for tiny on arith (with `round0`) its warm-started policy and D_V0 PRM, trained once
+    per machine (a few minutes on 2 cores) and cached."""
     from trainers.backbones import resolve_backbone
 
+    if cfg.backbone.policy_path and cfg.backbone.prm_path:
+        return str(cfg.backbone.policy_path), str(cfg.backbone.prm_path)
+    if round0 and cfg.backbone.name == "tiny" and cfg.task.name == "arith":
+        from trainers.warm_start import ensure_initial_prm, ensure_warm_start
+
+        args = (cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
+        return str(ensure_warm_start(*args)), str(ensure_initial_prm(*args))
     paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
-    policy_dir, prm_dir = str(paths.policy_dir), str(paths.prm_dir)
-    try:
-        from trainers.warm_start import cached_initial_prm, cached_warm_start
-    except ImportError:
-        return policy_dir, prm_dir
-    warm = cached_warm_start(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
-    prm = cached_initial_prm(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
-    return str(warm or policy_dir), str(prm or prm_dir)
+    return str(paths.policy_dir), str(paths.prm_dir)
 
 
 def solve(
@@ -48,6 +51,7 @@ def solve(
     policy_dir: str | None = None,
     prm_dir: str | None = None,
     seed: int = 0,
+    round0: bool = True,
     **overrides: Any,
 ) -> Solution:
     """MCTS* (the `eval.search` preset, with `overrides`) over one question; returns the chosen solution."""
@@ -61,7 +65,7 @@ def solve(
 
     cfg = cfg if cfg is not None else compose([])
     if policy_dir is None or prm_dir is None:
-        default_policy, default_prm = default_models(cfg)
+        default_policy, default_prm = default_models(cfg, round0)
         policy_dir, prm_dir = policy_dir or default_policy, prm_dir or default_prm
     key = (str(policy_dir), str(prm_dir))
     if key not in _loaded:
