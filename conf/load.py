@@ -125,6 +125,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.path={cfg.data.path} does not exist or is not a file")
     if not 0.0 <= cfg.data.heldout_fraction < 1.0:
         raise ConfigError("bad value for 'data.heldout_fraction': must be in [0, 1)")
+    if cfg.policy.engine == "endpoint":
+        _validate_endpoint(cfg)
+
+
+def _validate_endpoint(cfg: DictConfig) -> None:
+    """A remote policy cannot be fine-tuned, so only evaluation or a round-0-only run may use it."""
+    if cfg.mode == "train" and cfg.iteration > 0:
+        raise ConfigError(
+            f"policy.engine=endpoint cannot be self-trained (iteration={cfg.iteration}): "
+            "use mode=evaluate, iteration=0, or policy.engine=hf|vllm"
+        )
+    ep = cfg.policy.endpoint
+    if not str(ep.base_url).startswith(("http://", "https://")):
+        raise ConfigError(
+            f"bad value for 'policy.endpoint.base_url': {ep.base_url!r}; need http(s)://HOST:PORT/v1"
+        )
+    if ep.max_concurrency < 1 or ep.max_retries < 0 or ep.timeout_s <= 0 or ep.backoff_s < 0:
+        raise ConfigError(
+            "bad value under 'policy.endpoint': need max_concurrency >= 1, max_retries >= 0, timeout_s > 0, backoff_s >= 0"
+        )
 
 
 def check_model_paths(cfg: DictConfig) -> None:

@@ -108,6 +108,18 @@ class BackboneConfig:
     prm_resources: Resources = field(default_factory=Resources)
     sft: TrainConfig = field(default_factory=TrainConfig)
     prm_train: TrainConfig = field(default_factory=TrainConfig)
+    # Round 0 of built-in backbones (tiny): warm-start SFT and the D_V0 PRM, trained once per machine
+    # in-process (num_workers=0: one process using every core beats 2 Ray Train workers on 2 cores).
+    warm_start: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            lr=2e-3, epochs=8.0, micro_batch_size=64, max_length=192, num_workers=0
+        )
+    )
+    initial_prm: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            lr=1e-3, epochs=2.0, micro_batch_size=64, max_length=192, num_workers=0
+        )
+    )
     # tiny backbone only: architecture of the locally built Llama
     tiny_hidden: int = 128
     tiny_layers: int = 4
@@ -131,6 +143,9 @@ class TaskConfig:
     warm_size: int = 6000
     warm_long_fraction: float = 0.0  # share of warm-start problems beyond warm_difficulties
     max_operand: int = 20
+    dv0_size: int = 2000  # questions with gold solutions behind the initial PRM's data (D_V0)
+    dv0_difficulties: list[int] = field(default_factory=list)  # empty: train_difficulties
+    dv0_corruptions: int = 2  # wrong branches per D_V0 question
 
 
 @dataclass
@@ -144,10 +159,25 @@ class DataConfig:
 
 
 @dataclass
+class EndpointConfig:
+    """An OpenAI-compatible server the `endpoint` policy engine sends completions requests to."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"  # up to and including /v1
+    model: str = ""  # the server's model name ("" = the first of GET /v1/models)
+    api_key_env: str = ""  # NAME of the environment variable holding the key ("" = no key); never the key
+    max_concurrency: int = 8  # requests in flight per engine
+    timeout_s: float = 60.0  # per HTTP request
+    max_retries: int = 2  # extra tries on 429, 5xx, timeouts and connection errors (not on other 4xx)
+    backoff_s: float = 0.5  # wait before retry k (k = 1, 2, ...) is backoff_s * 2 ** (k - 1)
+    use_chat: bool = False  # chat completions API (server applies its chat template) instead of completions
+
+
+@dataclass
 class PolicyConfig:
     engine: str = "hf"  # hf | vllm | endpoint
     replicas: int = 1
     max_batch_size: int = 256  # sequences per generate call
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # engine=endpoint only
 
 
 @dataclass
@@ -250,6 +280,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "backbone.dtype": ("auto", "float32", "bfloat16", "float16"),
     "backbone.sft.bf16": ("auto", "true", "false"),
     "backbone.prm_train.bf16": ("auto", "true", "false"),
+    "backbone.warm_start.bf16": ("auto", "true", "false"),
+    "backbone.initial_prm.bf16": ("auto", "true", "false"),
     "policy.engine": ("hf", "vllm", "endpoint"),
     "values.sft_filter": ("correct", "authors", "oracle"),
 }
