@@ -110,7 +110,7 @@ def search_factory(kind: str) -> Callable[..., SearchGen]:
     if kind in ("tot_bfs", "tot_dfs"):
         from pipeline.search import tot
 
-        return getattr(tot, kind.split("_")[1] + "_search")
+        return tot.search_bfs if kind == "tot_bfs" else tot.search_dfs
     raise ValueError(f"unknown search kind {kind!r}; allowed: {', '.join(SEARCH_KINDS)}")
 
 

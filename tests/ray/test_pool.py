@@ -79,7 +79,7 @@ def test_killed_search_worker_shard_is_requeued(pool, cfg, tmp_path, ray_session
             ray_session.kill(ray_session.get_actor("search-0"), no_restart=True)
             killed.append(True)
 
-    paths = pool.run_shards(work, cfg.search, on_progress=kill_one, progress_every=0.05)
+    paths = pool.run_shards(work, cfg.search, progress=kill_one, progress_every=0.05)
     assert killed and pool.shard_retries == before + 1
     check_files(paths, work)
 
@@ -94,7 +94,35 @@ def test_killed_policy_replica_restarts_and_requests_are_retried(pool, cfg, tmp_
             killed.append(True)
 
     retries = pool.shard_retries
-    paths = pool.run_shards(work, cfg.search, on_progress=kill_policy, progress_every=0.05)
+    paths = pool.run_shards(work, cfg.search, progress=kill_policy, progress_every=0.05)
     assert killed and pool.shard_retries == retries  # no shard lost: the calls were retried by Ray
     assert pool.restarts()["policy-0"] == 1
     check_files(paths, work)
+
+
+def test_evaluate_methods_through_the_pool(pool, cfg):
+    from omegaconf import OmegaConf
+
+    from pipeline.evaluate import evaluate_methods, table
+    from pipeline.tasks.arith import generate
+
+    qs = generate(4, [2, 3], seed=5, max_operand=cfg.task.max_operand)
+    ecfg = OmegaConf.merge(
+        cfg,
+        {
+            "eval": {
+                "methods": ["cot", "sc", "bon", "mcts", "tot_bfs"],
+                "n": 2,
+                "search": {"iteration_limit": 2, "branch": 2, "roll_forward_steps": 1},
+                "tot": {"beam": 1, "branch": 2, "max_depth": 2},
+            },
+            "backbone": {"max_solution_tokens": 24},
+        },
+    )
+    results = evaluate_methods(pool, qs, ecfg, round=3)
+    assert results["round"] == 3 and list(results["methods"]) == ["cot", "sc", "bon", "mcts", "tot_bfs"]
+    for r in results["methods"].values():
+        assert r["total"] == 4 and 0.0 <= r["accuracy"] <= 1.0 and r["correct"] + r["ungradable"] <= 4
+        assert r["tokens_per_question"] > 0 and set(r["by_difficulty"]) <= {"2", "3"}
+    assert results["methods"]["sc"]["tokens_per_question"] == results["methods"]["bon"]["tokens_per_question"]
+    assert "| mcts |" in table(results)
