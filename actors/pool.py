@@ -45,6 +45,18 @@ class Pool:
         self.workers: list[Any] = []
         self._build()
 
+    @classmethod
+    def from_config(cls, cfg: Any, policy_dir: str, prm_dir: str) -> Pool:
+        """Build from the root config's `backbone`, `policy`, `prm` and `pool` sections."""
+        if cfg.policy.engine != "hf":
+            raise ValueError(f"policy.engine={cfg.policy.engine} has no actor yet; use policy.engine=hf")
+        return cls(policy_dir, prm_dir, cfg.backbone, cfg.policy, cfg.prm, cfg.pool)
+
+    @property
+    def model_dirs(self) -> tuple[str, str]:
+        """(policy_dir, prm_dir) the replicas serve."""
+        return self.policy_dir, self.prm_dir
+
     # ------------------------------------------------------------------------------ lifecycle
 
     def _build(self) -> None:
@@ -108,11 +120,11 @@ class Pool:
         self,
         shards: Sequence[Shard],
         search_cfg: Any,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
         progress_every: float = 30.0,
     ) -> list[str]:
         """Run every shard on the search workers (one shard per worker at a time); returns the shard
-        files in `shards` order. `on_progress(self.progress())` is called every `progress_every` s."""
+        files in `shards` order. `progress(self.progress())` is called every `progress_every` seconds."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -127,8 +139,8 @@ class Pool:
                 w, shard = free.popleft(), pending.popleft()
                 running[self.workers[w].run_shard.remote(shard, search_cfg)] = (w, shard)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=progress_every)
-            if on_progress and time.monotonic() - last >= progress_every:
-                on_progress(self.progress())
+            if progress and time.monotonic() - last >= progress_every:
+                progress(self.progress())
                 last = time.monotonic()
             if not ready:
                 continue
@@ -221,6 +233,6 @@ def _kill_all(handles: list[Any]) -> None:
         ray.kill(h, no_restart=True)
     for h in handles:
         try:
-            ray.get(h.__ray_terminate__.remote())
+            ray.get(h.__ray_terminate__.options(max_task_retries=0).remote())
         except RayActorError:
             pass

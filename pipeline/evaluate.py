@@ -125,7 +125,7 @@ def _score(
     for q, row in zip(questions, rows, strict=True):
         answer = row[2] if len(row) > 2 else extract_answer(row[0], answer_prefix)
         verdict = grade(answer, q.answer).correct
-        ungradable += verdict is None
+        ungradable += answer is None or verdict is None
         correct += bool(verdict)
         tokens += row[1]
         if q.difficulty:
