@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -142,6 +143,7 @@ class PolicyActor:
         self.model: Any = None
         self.tokenizer: Any = None
         self.model_dir = ""
+        self.counters = {"calls": 0, "rows": 0, "tokens": 0, "busy_seconds": 0.0}
         self.reload(model_dir)
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -172,9 +174,10 @@ class PolicyActor:
             torch.cuda.empty_cache()
 
     def info(self) -> dict[str, Any]:
+        """Where the replica runs and what it has done: generate calls, rows, tokens, busy seconds."""
         import os
 
-        return {"model_dir": self.model_dir, "device": self.device, "pid": os.getpid()}
+        return {"model_dir": self.model_dir, "device": self.device, "pid": os.getpid(), **self.counters}
 
     # ------------------------------------------------------------------------------ serving
 
@@ -294,6 +297,7 @@ class PolicyActor:
         tracker = _StopTracker(
             tok, width, stop_ids, self.fmt.delimiter, mode, self.fmt.answer_prefix, max_steps
         )
+        t0 = time.monotonic()
         seed = call_seed(seeds)
         torch.manual_seed(seed)
         if torch.cuda.is_available():
@@ -317,4 +321,11 @@ class PolicyActor:
         gen = seqs[:, width:].cpu()
         counts = tracker.lengths(gen.shape[1]) or [0] * gen.shape[0]
         texts = tok.batch_decode([g[:c] for g, c in zip(gen, counts, strict=True)], skip_special_tokens=True)
+        c = self.counters
+        c["calls"], c["rows"], c["tokens"] = (
+            c["calls"] + 1,
+            c["rows"] + len(counts),
+            c["tokens"] + sum(counts),
+        )
+        c["busy_seconds"] += time.monotonic() - t0
         return list(zip(texts, counts, strict=True))

@@ -180,6 +180,13 @@ class Pool:
                     total[k] = total.get(k, 0) + v
         return total
 
+    def replica_info(self) -> dict[str, dict[str, Any]]:
+        """Per replica: model dir, device, pid and its counters (calls, rows, busy seconds)."""
+        import ray
+
+        names = [f"policy-{i}" for i in range(len(self.policy))] + [f"prm-{i}" for i in range(len(self.prm))]
+        return dict(zip(names, ray.get([a.info.remote() for a in self.policy + self.prm]), strict=True))
+
     def restarts(self) -> dict[str, int]:
         """Times Ray restarted each model replica (from the state API; needs the dashboard)."""
         from ray.util.state import get_actor

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ class PRMActor:
         self.model: Any = None
         self.tokenizer: Any = None
         self.model_dir = ""
+        self.counters = {"calls": 0, "rows": 0, "busy_seconds": 0.0}
         self.reload(model_dir)
 
     def reload(self, model_dir: str) -> None:
@@ -59,7 +61,8 @@ class PRMActor:
             torch.cuda.empty_cache()
 
     def info(self) -> dict[str, Any]:
-        return {"model_dir": self.model_dir, "device": self.device, "pid": os.getpid()}
+        """Where the replica runs and what it has done: score calls, texts scored, busy seconds."""
+        return {"model_dir": self.model_dir, "device": self.device, "pid": os.getpid(), **self.counters}
 
     def score(self, requests: Sequence[Score]) -> list[float]:
         """V(question, steps) in [0, 1] per request, in order; one forward pass per chunk of
@@ -68,8 +71,12 @@ class PRMActor:
 
         if self.model is None:
             raise RuntimeError("PRM weights were released; call reload(model_dir) first")
+        t0 = time.monotonic()
         texts = [self.fmt.prefix(r.question, tuple(r.steps), self.tokenizer) for r in requests]
         unique = sorted(set(texts))
         values = score_texts(self.model, self.tokenizer, unique, self.max_length, self.max_batch_size)
         by_text = dict(zip(unique, values, strict=True))
+        c = self.counters
+        c["calls"], c["rows"] = c["calls"] + 1, c["rows"] + len(unique)
+        c["busy_seconds"] += time.monotonic() - t0
         return [by_text[t] for t in texts]

@@ -12,7 +12,7 @@ A step is the continuation cut at the delimiter and stripped ("" for an empty sa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from actors.policy import CRITIC_QUESTION, CRITIC_REFLECT, CRITIC_TEMPERATURE
@@ -84,6 +84,16 @@ class SamplingEngine:
     def _sample(self, jobs: Sequence[Job]) -> list[Sampled]:
         raise NotImplementedError
 
+    def _run(self, jobs: Sequence[Job]) -> list[Sampled]:
+        """`_sample`, except that a greedy job asks for one sample and repeats it n times (vLLM refuses
+        n > 1 at temperature 0; the copies would be identical). Its tokens count the one generation."""
+        sent = [replace(j, n=1) if j.temperature == 0 and j.n > 1 else j for j in jobs]
+        out = self._sample(sent)
+        return [
+            s if j.n == len(s.texts) else Sampled(s.texts * j.n, s.tokens)
+            for j, s in zip(jobs, out, strict=True)
+        ]
+
     def propose(self, requests: Sequence[Propose]) -> list[Proposal]:
         """`n` next steps per request (delimiter cut, stripped; "" for an empty sample) and token counts."""
         jobs = [
@@ -92,7 +102,7 @@ class SamplingEngine:
         ]
         return [
             Proposal(steps=tuple(step_text(t, self.fmt.delimiter) for t in s.texts), tokens=s.tokens)
-            for s in self._sample(jobs)
+            for s in self._run(jobs)
         ]
 
     def critique(self, requests: Sequence[Critique]) -> list[Verdict]:
@@ -101,4 +111,4 @@ class SamplingEngine:
             Job(r.question, tuple(r.steps), critic_ask(r.want_reflection), 1, CRITIC_TEMPERATURE, r.seed)
             for r in requests
         ]
-        return [parse_verdict(s.texts[0], self.fmt.delimiter, s.tokens) for s in self._sample(jobs)]
+        return [parse_verdict(s.texts[0], self.fmt.delimiter, s.tokens) for s in self._run(jobs)]
