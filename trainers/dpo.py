@@ -1,10 +1,13 @@
 """Self-Rewarding baseline training: DPO on `PreferencePair`s with TRL's `DPOTrainer`.
 
 HF policy directory + pairs -> a new HF directory (safetensors, tokenizer included) that loads with a
-plain `from_pretrained`. Runs through `run_training_job` like the other trainers: inside Ray Train
-workers (num_workers >= 1; TRL's Trainer joins the gloo/NCCL process group Ray Train set up, with
-DeepSpeed from `build_ds_config` minus its optimizer and scheduler, which the HF Trainer builds), or
-in-process on plain torch (num_workers == 0).
+plain `from_pretrained`. Runs through `run_training_job` like the other trainers:
+- num_workers >= 1: a Ray Train job; TRL's Trainer (through accelerate) joins the process group Ray Train
+  set up. On GPU it runs DeepSpeed with `build_ds_config` minus its optimizer and scheduler (the HF
+  Trainer builds those from the same TrainConfig). On CPU accelerate cannot run DeepSpeed (it enables
+  DeepSpeed only for accelerator devices), so CPU workers train data-parallel with DDP over gloo and
+  `zero_stage` is ignored (logged); metrics say which ("engine": deepspeed | ddp).
+- num_workers == 0: in this process, plain torch ("engine": torch).
 
 The reference model is TRL's default: a frozen copy of the starting policy, loaded again from `base_dir`
 (with LoRA, the same model with its adapters disabled). Loss: the sigmoid DPO loss with temperature
@@ -16,6 +19,7 @@ the reward margin (beta * log-ratio difference), steps, train_seconds, job_secon
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -23,6 +27,8 @@ from pipeline.baselines import PreferencePair
 from trainers.ds_config import build_ds_config, use_bf16
 from trainers.engine import as_namespace, replace_dir
 from trainers.job import run_training_job, worker_context, write_metrics
+
+log = logging.getLogger(__name__)
 
 
 def _head_tail(curve: list[float]) -> tuple[float | None, float | None]:
@@ -32,16 +38,19 @@ def _head_tail(curve: list[float]) -> tuple[float | None, float | None]:
     return sum(curve[:k]) / k, sum(curve[-k:]) / k
 
 
-def _dpo_args(cfg: Any, config: dict, ctx: Any, scratch: str):
+def _dpo_args(cfg: Any, config: dict, ctx: Any, scratch: str) -> tuple[bool, Any]:
+    """(uses DeepSpeed, TRL DPOConfig) for this worker."""
     from trl import DPOConfig
 
     ds = None
-    if ctx.distributed:
+    if ctx.distributed and cfg.use_gpu:
         # The HF Trainer creates the optimizer and LR schedule from the arguments below; DeepSpeed gets
         # the ZeRO stage, precision and batch shape (which must equal the arguments).
         ds = build_ds_config(cfg, world_size=ctx.world_size, total_steps=None)
         del ds["optimizer"], ds["scheduler"]
-    return DPOConfig(
+    elif ctx.distributed and cfg.zero_stage > 0 and ctx.rank == 0:
+        log.warning("DPO on CPU workers runs DDP: zero_stage=%d is not applied", cfg.zero_stage)
+    return ds is not None, DPOConfig(
         output_dir=scratch,
         per_device_train_batch_size=cfg.micro_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -57,7 +66,7 @@ def _dpo_args(cfg: Any, config: dict, ctx: Any, scratch: str):
         max_length=cfg.max_length,
         bf16=use_bf16(cfg.bf16, bool(cfg.use_gpu)),
         gradient_checkpointing=False,  # tiny models on CPU: recomputation only costs time
-        use_cpu=not cfg.use_gpu and not ctx.distributed,  # accelerate turns DeepSpeed off under use_cpu
+        use_cpu=not cfg.use_gpu,  # on CPU workers accelerate picks MULTI_CPU (DDP over gloo)
         deepspeed=ds,
         logging_steps=1,
         save_strategy="no",
@@ -96,9 +105,10 @@ def dpo_worker(config: dict) -> None:
         )
     out_dir = config["out_dir"]
     scratch = f"{out_dir}.trainer-{os.getpid()}"
+    deepspeed, args = _dpo_args(cfg, config, ctx, scratch)
     trainer = DPOTrainer(
         model=model,
-        args=_dpo_args(cfg, config, ctx, scratch),
+        args=args,
         train_dataset=Dataset.from_list(config["pairs"]),
         processing_class=tokenizer,
         peft_config=peft_config,
@@ -107,7 +117,7 @@ def dpo_worker(config: dict) -> None:
     output = trainer.train()
 
     tmp = f"{out_dir}.tmp-{os.getpid()}"
-    if cfg.zero_stage == 3 and ctx.distributed:
+    if deepspeed and cfg.zero_stage == 3:
         trainer.save_model(tmp)  # every rank: gathers the ZeRO-3 partitions, rank 0 writes
     elif ctx.rank == 0:
         module = trainer.accelerator.unwrap_model(trainer.model)
@@ -136,7 +146,7 @@ def dpo_worker(config: dict) -> None:
         pairs=len(config["pairs"]),
         train_seconds=float(output.metrics.get("train_runtime", 0.0)),
         world_size=ctx.world_size,
-        engine="deepspeed" if ctx.distributed else "torch",
+        engine="deepspeed" if deepspeed else ("ddp" if ctx.distributed else "torch"),
         beta=config["beta"],
         out_dir=out_dir,
     )
@@ -164,7 +174,12 @@ def train_dpo(
     """
     if not pairs:
         raise ValueError("train_dpo got no preference pairs (Self-Rewarding found no pair above min_margin)")
-    if train_cfg.lora.enabled and train_cfg.zero_stage == 3 and train_cfg.num_workers > 0:
+    if (
+        train_cfg.lora.enabled
+        and train_cfg.zero_stage == 3
+        and train_cfg.num_workers > 0
+        and train_cfg.use_gpu
+    ):
         raise ValueError("DPO with LoRA needs zero_stage <= 2 (the merge on save needs full parameters)")
     loop_config = {
         "base_dir": os.path.abspath(base_dir),
