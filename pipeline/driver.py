@@ -81,7 +81,9 @@ class Driver:
     def evaluate(self, k: int, models: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
         from pipeline.evaluate import evaluate_methods
 
-        results = evaluate_methods(self.pools(models), self.heldout, self.cfg, k)
+        results = evaluate_methods(
+            self.pools(models), self.heldout, self.cfg, k, self.run.round_dir(k) / "eval"
+        )
         path = self.run.round_dir(k) / "eval.json"
         phases.write_json(path, results)
         self.metrics.event("eval", k, **{f"acc_{m}": r["accuracy"] for m, r in results["methods"].items()})
