@@ -164,7 +164,10 @@ def fit(
     result = LoopResult()
     gas = cfg.gradient_accumulation_steps
     # Each ray.train.report costs ~2 s here (Ray Train V2 syncs the ranks): a few per job, plus the last.
-    report_every = max(REPORT_MIN_STEPS, math.ceil(plan.optimizer_steps / 5))
+    if ctx.in_ray:
+        report_every = max(REPORT_MIN_STEPS, math.ceil(plan.optimizer_steps / 5))
+    else:
+        report_every = max(1, plan.optimizer_steps // 20)  # a log line only
     engine.train()
     start = time.perf_counter()
     window: list[float] = []
@@ -181,7 +184,8 @@ def fit(
             result.losses.append(step_loss)
             result.steps += 1
             if result.steps % report_every == 0 or result.steps == plan.optimizer_steps:
-                report(ctx, {"job": name, "step": result.steps, "loss": step_loss})
+                elapsed = round(time.perf_counter() - start, 1)
+                report(ctx, {"job": name, "step": result.steps, "loss": step_loss, "seconds": elapsed})
     result.seconds = time.perf_counter() - start
     (tokens,) = mean_over_ranks([float(result.tokens)], ctx)
     result.tokens = int(round(tokens * ctx.world_size))

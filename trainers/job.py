@@ -102,6 +102,7 @@ def run_training_job(
     with open(metrics_path) as f:
         metrics = json.load(f)
     metrics["job_seconds"] = time.perf_counter() - start
+    write_metrics(metrics_path, metrics)
     log.info("training job %s done in %.1f s", name, metrics["job_seconds"])
     return metrics
 

@@ -1,0 +1,158 @@
+"""Round 0 of the tiny backbone, built once per machine and cached: a warm-started policy and a D_V0 PRM.
+
+- `ensure_warm_start`: SFT of the untrained tiny policy on the worked solutions of
+  `warm_start_set(task_cfg, seed)` (easy difficulties only, so round 0 solves those and fails the
+  longer ones: the frontier self-training needs).
+- `ensure_initial_prm`: the PRM base regressed on D_V0 (`trainers.dv0`) built from `dv0_size` generated
+  questions (disjoint from the train and held-out sets) with gold solutions.
+
+Both train in-process (`backbone.warm_start` / `backbone.initial_prm`, num_workers=0 by default):
+one process with torch threads on every core is faster here than two Ray Train workers on two cores
+(~30 s fixed cost per fit plus gloo all-reduce per step). Each entry lives under
+`<cache_dir>/round0/<kind>-<hash of every input>/` and is built in a temp dir renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.prompting import PromptFormat
+from pipeline.records import SFTExample
+from trainers.backbones import _cached, _key, resolve_backbone
+from trainers.job import train_cfg_dict
+
+log = logging.getLogger(__name__)
+
+ROUND0_VERSION = 1  # bump when the recipe changes in a way that must not reuse old cache entries
+
+
+def _plain(cfg: Any) -> dict:
+    if is_dataclass(cfg):
+        return asdict(cfg)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _require_arith(task_cfg: Any) -> None:
+    if task_cfg.name != "arith":
+        raise ValueError(
+            f"the tiny backbone's round 0 (warm start, D_V0 PRM) is built from task=arith, not task={task_cfg.name}; "
+            "use task=arith, or a pretrained backbone (backbone=smollm2|llama|mistral|glm) for other tasks"
+        )
+
+
+def _spec(kind: str, base_dir: str, backbone_cfg: Any, task_cfg: Any, train_cfg: Any, seed: int) -> dict:
+    return {
+        "kind": kind,
+        "version": ROUND0_VERSION,
+        "base_dir": str(Path(base_dir).resolve()),
+        "prompt": asdict(PromptFormat.from_backbone(backbone_cfg)),
+        "task": _plain(task_cfg),
+        "train": train_cfg_dict(train_cfg),
+        "seed": seed,
+    }
+
+
+def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
+    """Directory of the warm-started tiny policy (HF format), trained on first call, cached after."""
+    _require_arith(task_cfg)
+    from pipeline.tasks.arith import warm_start_set
+    from trainers.sft import train_sft
+
+    base = resolve_backbone(backbone_cfg, task_cfg, cache_dir, seed).policy_dir
+    train_cfg = backbone_cfg.warm_start
+    spec = _spec("warm_start", base, backbone_cfg, task_cfg, train_cfg, seed)
+    fmt = PromptFormat.from_backbone(backbone_cfg)
+
+    def build(tmp: Path) -> None:
+        questions = warm_start_set(task_cfg, seed)
+        examples = [
+            SFTExample(q.id, fmt.prompt(q.content), fmt.solution(q.solution), q.solution, 1.0, "warm_start")
+            for q in questions
+        ]
+        log.info("warm start: SFT on %d worked solutions (cached once in %s)", len(examples), cache_dir)
+        metrics = train_sft(
+            base, examples, str(tmp / "policy"), train_cfg, str(tmp / "jobs"), name="warm-start"
+        )
+        _log_done("warm start", metrics)
+
+    entry = _cached(Path(cache_dir) / "round0" / f"warm-start-{_key(spec)}", build, spec)
+    return str(entry / "policy")
+
+
+def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
+    """Directory of the round-0 PRM trained on D_V0, trained on first call, cached after."""
+    _require_arith(task_cfg)
+    base = resolve_backbone(backbone_cfg, task_cfg, cache_dir, seed).prm_dir
+    train_cfg = backbone_cfg.initial_prm
+    spec = _spec("initial_prm", base, backbone_cfg, task_cfg, train_cfg, seed)
+
+    def build(tmp: Path) -> None:
+        metrics = build_initial_prm(
+            base,
+            dv0_questions(task_cfg, seed),
+            str(tmp / "prm"),
+            train_cfg,
+            seed,
+            corruptions=task_cfg.dv0_corruptions,
+            fmt=PromptFormat.from_backbone(backbone_cfg),
+        )
+        _log_done("initial PRM", metrics)
+
+    entry = _cached(Path(cache_dir) / "round0" / f"initial-prm-{_key(spec)}", build, spec)
+    return str(entry / "prm")
+
+
+def dv0_questions(task_cfg: Any, seed: int) -> list:
+    """`dv0_size` arith questions with gold solutions, disjoint from the train and held-out sets."""
+    from pipeline.tasks.arith import generate, make_task_split
+
+    train, heldout = make_task_split(task_cfg, seed)
+    difficulties = list(task_cfg.dv0_difficulties) or list(task_cfg.train_difficulties)
+    exclude = {q.content for q in train} | {q.content for q in heldout}
+    return generate(
+        task_cfg.dv0_size, difficulties, seed=seed, max_operand=task_cfg.max_operand, exclude=exclude
+    )
+
+
+def build_initial_prm(
+    base_prm_dir: str,
+    questions: list,
+    out_dir: str,
+    train_cfg: Any,
+    seed: int,
+    corruptions: int = 2,
+    fmt: PromptFormat | None = None,
+) -> dict:
+    """Regress the PRM base in `base_prm_dir` on D_V0 of `questions`; write `out_dir`; return metrics.
+
+    The job's metrics are also written next to `out_dir` as `prm_metrics.json`.
+    """
+    from trainers.dv0 import build_dv0
+    from trainers.prm_train import train_prm
+
+    fmt = fmt or PromptFormat()
+    examples = build_dv0(questions, seed=seed, corruptions=corruptions, answer_prefix=fmt.answer_prefix)
+    log.info("initial PRM: %d D_V0 examples from %d questions", len(examples), len(questions))
+    out = Path(out_dir)
+    metrics = train_prm(
+        base_prm_dir, examples, str(out), train_cfg, fmt, str(out.parent / "jobs"), name="initial-prm"
+    )
+    (out.parent / "prm_metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def _log_done(what: str, metrics: dict) -> None:
+    log.info(
+        "%s trained: %d steps, loss %.4f -> %.4f, %.0f s",
+        what,
+        metrics["steps"],
+        metrics["first_loss"],
+        metrics["final_loss"],
+        metrics["job_seconds"],
+    )
