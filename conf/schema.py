@@ -220,6 +220,19 @@ class TotConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """ReST-EM and Self-Rewarding baselines (docs/ALGORITHM.md section 5; pipeline/baselines.py)."""
+
+    rest_em_samples: int = 8  # CoT samples per question per round (when match_budget is off)
+    rest_em_top_k: int = 2  # distinct correct samples kept per question for SFT
+    match_budget: bool = True  # sample until ReST-MCTS*'s counted search-phase tokens of the round are spent
+    judge: str = "prm"  # prm: the PRM scores samples (tiny backbones cannot judge) | llm: LLM_JUDGE_PROMPT
+    min_margin: float = 0.1  # best - worst judge score (on [0, 1]; LLM scores mapped by judge_unit)
+    dpo_beta: float = 0.1  # DPO temperature: higher stays closer to the reference policy
+    dpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, epochs=2.0))  # lr: not tuned
+
+
+@dataclass
 class EvalConfig:
     methods: list[str] = field(default_factory=lambda: ["cot", "mcts"])
     n: int = 8  # samples for sc / bon
@@ -256,6 +269,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     values: ValuesConfig = field(default_factory=ValuesConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     prm: PRMConfig = field(default_factory=PRMConfig)
@@ -284,5 +298,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "backbone.initial_prm.bf16": ("auto", "true", "false"),
     "policy.engine": ("hf", "vllm", "endpoint"),
     "values.sft_filter": ("correct", "authors", "oracle"),
+    "baselines.judge": ("prm", "llm"),
+    "baselines.dpo.bf16": ("auto", "true", "false"),
 }
 EVAL_METHODS = ("cot", "sc", "bon", "mcts", "tot_bfs", "tot_dfs")
