@@ -140,6 +140,11 @@ def test_unset_key_variable_is_a_clear_error(monkeypatch):
         _engine("http://127.0.0.1:1/v1", api_key_env=KEY_ENV)
 
 
+def test_chat_backbone_on_completions_needs_a_tokenizer():
+    with pytest.raises(EndpointError, match="needs a local tokenizer"):
+        EndpointEngine(BackboneConfig(prompt_format="chat"), EndpointConfig(model="m"))
+
+
 def test_garbage_reply_is_a_clear_error(serve):
     server = serve([(200, b"{not json at all")])
     engine = _engine(server.url)
@@ -201,9 +206,10 @@ def test_critique_and_reflection_hint_are_rendered_like_policy_actor(serve):
     assert verdict.solved is False and verdict.reflection == "try 2*3" and verdict.tokens == 7
     assert server.requests[0]["prompt"].startswith("Q:6\n1+1=2\nIs the problem solved?")
     assert server.requests[0]["n"] == 1
-    engine.propose([Propose("6", (), 1, 0.0, 5, reflection="multiply")])
+    [greedy] = engine.propose([Propose("6", (), 3, 0.0, 5, reflection="multiply")])
     assert server.requests[1]["prompt"] == "Q:6\nHint: multiply\n"
-    assert server.requests[1]["temperature"] == 0.0
+    assert (server.requests[1]["temperature"], server.requests[1]["n"]) == (0.0, 1)  # greedy: one sample
+    assert greedy.steps == ("0+1=1",) * 3 and greedy.tokens == 7
     engine.close()
 
 
