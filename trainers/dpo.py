@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
 from pipeline.baselines import PreferencePair
@@ -151,10 +152,7 @@ def dpo_worker(config: dict) -> None:
         out_dir=out_dir,
     )
     write_metrics(config["metrics_path"], metrics)
-    if os.path.isdir(scratch):
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)  # the Trainer's output_dir; nothing is saved there
 
 
 def train_dpo(
