@@ -252,7 +252,6 @@ class RayConfig:
 class RunConfig:
     name: str = "default"
     root: str = "runs"
-    resume: bool = True
 
 
 @dataclass
@@ -262,6 +261,7 @@ class Config:
     mode: str = "train"  # train | evaluate | compare
     method: str = "rest_mcts"  # rest_mcts | rest_em | self_rewarding
     dry_run: bool = False  # print the resolved config and exit
+    resume: bool = True  # the same command again continues runs/<run.name>; false starts it afresh
     cache_dir: str = ".cache/restmcts"  # built tiny backbones, warm starts, converted models
     log_level: str = "INFO"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)

@@ -105,7 +105,7 @@ def train_main(cfg: DictConfig, train: list[Question], heldout: list[Question]) 
         )
         return 2
     root = Path(cfg.run.root) / cfg.run.name
-    if not cfg.run.resume and root.exists():
+    if not cfg.resume and root.exists():
         shutil.rmtree(root)
     run = RunDir(root)
     try:

@@ -31,7 +31,7 @@ SAFE_TO_CHANGE = (
     "iteration",
     "log_level",
     "dry_run",
-    "run.resume",
+    "resume",
     "ray.",
     "pool.",
     "policy.replicas",
