@@ -34,6 +34,7 @@ from pipeline.search.protocol import Critique, Proposal, Propose, Verdict
 
 log = logging.getLogger(__name__)
 
+TAIL_TOKENS = 4  # tokens decoded per row and step to find a multi-token delimiter
 CRITIC_TEMPERATURE = 0.7  # sampled, so the search's critic retries can get a different reply
 CRITIC_QUESTION = 'Is the problem solved? Reply "solved" or "unsolved"'
 CRITIC_REFLECT = ", then give one short hint for the next step"
@@ -101,8 +102,9 @@ class _StopTracker:
         last = gen[:, -1].cpu()
         stop = torch.isin(last, self.stop_ids) & ~done
         if self.mode == "step" and self.delim_id is None:
+            # A delimiter that appeared with the newest token lies within the last few tokens' text.
             for i in torch.nonzero(~done & ~stop).flatten().tolist():
-                stop[i] = self.delimiter in self.tok.decode(gen[i], skip_special_tokens=True)
+                stop[i] = self.delimiter in self.tok.decode(gen[i, -TAIL_TOKENS:], skip_special_tokens=True)
         if self.mode == "solution":
             line_end = (last == self.delim_id) if self.delim_id is not None else torch.ones_like(stop)
             for i in torch.nonzero(~done & ~stop & line_end).flatten().tolist():

@@ -48,7 +48,7 @@ def build_tiny(path, train_text: str | None = None) -> str:
     if train_text:
         ids = torch.tensor([tok.encode(train_text) + [2]])
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(150):
+        for _ in range(80):
             loss = model(input_ids=ids, labels=ids).loss
             opt.zero_grad()
             loss.backward()
@@ -182,3 +182,37 @@ def test_worker_on_the_tiny_policy_and_prm_counts_every_token(trained_dir, backb
     assert progress["scored"] == sum(t.result.scored for t in trees)
     assert progress["batches_propose"] < progress["expansions"]  # requests of several trees shared calls
     assert trees[1].nodes[0].question_id == "q1"
+
+
+def test_ray_backend_sends_each_batch_to_the_least_loaded_replica():
+    from actors.router import RayBackend
+
+    class Method:
+        def __init__(self, log, name):
+            self.log, self.name = log, name
+
+        def remote(self, batch):
+            self.log.append(self.name)
+            return object()  # stands in for an ObjectRef
+
+    class Handle:
+        def __init__(self, log, name):
+            self.propose = self.critique = self.score = Method(log, name)
+
+    log: list[str] = []
+    backend = RayBackend([Handle(log, "p0"), Handle(log, "p1")], [Handle(log, "r0")], offset=1)
+    assert backend.capacity("propose") == 2 and backend.capacity("score") == 1
+    for kind in ("propose", "propose", "critique", "score"):
+        backend.submit(kind, [])
+    assert log == ["p1", "p0", "p1", "r0"]  # offset 1 starts on p1; then the idle p0; then a tie -> p1
+    assert backend.load == {"policy": [1, 2], "prm": [1]}
+
+
+def test_multi_token_delimiter_stops_by_text(trained_dir):
+    from actors.policy import PolicyActor
+
+    bb = BackboneConfig(step_delimiter="=3", max_prompt_tokens=32, max_step_tokens=24, max_solution_tokens=64)
+    actor = PolicyActor(trained_dir, bb, PolicyConfig(max_batch_size=4))
+    assert actor.delim_id is None  # "=3" is two tokens: stop found in the decoded text
+    [out] = actor.propose([Propose("1+2", (), n=1, temperature=0.0, seed=0)])
+    assert out.steps == ("1+2",) and out.tokens == len("1+2=3")
