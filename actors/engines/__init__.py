@@ -16,17 +16,18 @@ import os
 from typing import Any
 
 
-def make_engine(model_dir: str, backbone_cfg: Any, policy_cfg: Any):
+def make_engine(model_dir: str, backbone_cfg: Any, policy_cfg: Any, device: str | None = None):
     """The engine for `policy_cfg.engine`: None for "hf" (PolicyActor generates itself), else an object
     with propose/critique/reload/release/close/info. `model_dir` is the policy's local HF directory
-    (vllm: the weights; endpoint: only its tokenizer, for chat templates; may be absent there)."""
+    (vllm: the weights; endpoint: only its tokenizer, for chat templates; may be absent there).
+    `device` (vllm): "cpu" | "cuda"; None picks from `backbone_cfg.policy_resources.num_gpus`."""
     kind = str(policy_cfg.engine)
     if kind == "hf":
         return None
     if kind == "vllm":
         from actors.engines.vllm_engine import VllmEngine
 
-        return VllmEngine(model_dir, backbone_cfg)
+        return VllmEngine(model_dir, backbone_cfg, device=device)
     if kind == "endpoint":
         from actors.engines.endpoint import EndpointEngine
 

@@ -227,3 +227,15 @@ def test_silent_server_times_out_with_one_line(serve):
     assert time.monotonic() - t0 < 5
     _one_line_error(e, "no reply within 0.5 s after 2 tries")
     engine.close()
+
+
+def test_make_engine_picks_by_policy_engine(tmp_path):
+    from actors.engines import make_engine
+    from conf.schema import PolicyConfig
+
+    assert make_engine(str(tmp_path), BackboneConfig(), PolicyConfig(engine="hf")) is None
+    engine = make_engine(str(tmp_path / "absent"), BackboneConfig(), PolicyConfig(engine="endpoint"))
+    assert isinstance(engine, EndpointEngine) and engine.info()["engine"] == "endpoint"
+    engine.close()
+    with pytest.raises(ValueError, match="unknown policy.engine"):
+        make_engine(str(tmp_path), BackboneConfig(), PolicyConfig(engine="tgi"))
