@@ -34,7 +34,12 @@ class WorkerContext:
 def worker_context(loop_config: dict) -> WorkerContext:
     """Where this loop runs; also silences the harmless torch.distributed FutureWarnings."""
     quiet_worker_logs()
-    if not loop_config.get("_ray_train"):
+    threads = int(loop_config["train_cfg"]["torch_threads"])
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    if not loop_config["_ray_train"]:
         return WorkerContext(rank=0, world_size=1, distributed=False, in_ray=False)
     import ray.train
 
@@ -94,7 +99,13 @@ def run_training_job(
     config = dict(loop_config, metrics_path=metrics_path, train_cfg=train_cfg_dict(train_cfg))
     start = time.perf_counter()
     if train_cfg.num_workers == 0:
-        loop_fn(config)
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            loop_fn(dict(config, _ray_train=False))
+        finally:
+            torch.set_num_threads(threads)  # the job may have changed it (torch_threads)
     else:
         _fit_with_ray_train(loop_fn, config, train_cfg, name, storage_dir)
     if not os.path.exists(metrics_path):
