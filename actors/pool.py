@@ -126,7 +126,6 @@ class Pool:
         """Run every shard on the search workers (one shard per worker at a time); returns the shard
         files in `shards` order. `progress(self.progress())` is called every `progress_every` seconds."""
         import ray
-        from ray.exceptions import RayActorError
 
         pending = deque(shards)
         free = deque(range(len(self.workers)))
@@ -139,26 +138,34 @@ class Pool:
                 w, shard = free.popleft(), pending.popleft()
                 running[self.workers[w].run_shard.remote(shard, search_cfg)] = (w, shard)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=progress_every)
+            if ready:
+                w, shard = running.pop(ready[0])
+                if self._collect(ready[0], w, shard, paths, failures):
+                    pending.appendleft(shard)
+                free.append(w)
             if progress and time.monotonic() - last >= progress_every:
                 progress(self.progress())
                 last = time.monotonic()
-            if not ready:
-                continue
-            w, shard = running.pop(ready[0])
-            try:
-                paths[shard.shard_id] = ray.get(ready[0])["path"]
-            except RayActorError as e:
-                failures[shard.shard_id] = failures.get(shard.shard_id, 0) + 1
-                self.shard_retries += 1
-                log.warning("search-%d died on shard %d (%s); re-queued", w, shard.shard_id, type(e).__name__)
-                if failures[shard.shard_id] > int(self.cfg.max_restarts):
-                    raise RuntimeError(
-                        f"shard {shard.shard_id} failed {failures[shard.shard_id]} times"
-                    ) from e
-                pending.appendleft(shard)
-                self._replace_worker(w)
-            free.append(w)
         return [paths[s.shard_id] for s in shards]
+
+    def _collect(
+        self, ref: Any, w: int, shard: Shard, paths: dict[int, str], failures: dict[int, int]
+    ) -> bool:
+        """Record a finished shard; True when its worker died and the shard must run again."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        try:
+            paths[shard.shard_id] = ray.get(ref)["path"]
+            return False
+        except RayActorError as e:
+            failures[shard.shard_id] = failures.get(shard.shard_id, 0) + 1
+            self.shard_retries += 1
+            log.warning("search-%d died on shard %d (%s); re-queued", w, shard.shard_id, type(e).__name__)
+            if failures[shard.shard_id] > int(self.cfg.max_restarts):
+                raise RuntimeError(f"shard {shard.shard_id} failed {failures[shard.shard_id]} times") from e
+            self._replace_worker(w)
+            return True
 
     def _replace_worker(self, w: int) -> None:
         _kill_all([self.workers[w]])
@@ -168,8 +175,16 @@ class Pool:
     def progress(self) -> dict[str, Any]:
         """Counters summed over the workers (trees, expansions, tokens, ...) plus the pool's retries."""
         import ray
+        from ray.exceptions import RayActorError
 
-        per_worker = ray.get([w.progress.remote() for w in self.workers])
+        refs = [w.progress.remote() for w in self.workers]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10)
+        per_worker = []
+        for ref in ready:  # already finished: these gets do not block
+            try:
+                per_worker.append(ray.get(ref))
+            except RayActorError:  # a worker that just died reports nothing; the pool replaces it
+                pass
         total: dict[str, Any] = {
             "shard_retries": self.shard_retries,
             "worker_replacements": self.worker_replacements,
@@ -189,13 +204,20 @@ class Pool:
 
     def restarts(self) -> dict[str, int]:
         """Times Ray restarted each model replica (from the state API; needs the dashboard)."""
-        from ray.util.state import get_actor
+        import ray
+        from ray.util.state import list_actors
 
+        address = ray.get_runtime_context().gcs_address  # this cluster, not another one on the machine
         out = {}
-        for i, handle in enumerate(self.policy + self.prm):
-            name = f"policy-{i}" if i < len(self.policy) else f"prm-{i - len(self.policy)}"
-            state = get_actor(handle._actor_id.hex())
-            out[name] = int(state.num_restarts) if state else 0
+        for name in [f"policy-{i}" for i in range(len(self.policy))] + [
+            f"prm-{i}" for i in range(len(self.prm))
+        ]:
+            live = [
+                a
+                for a in list_actors(address=address, filters=[("name", "=", name)], detail=True)
+                if a.state != "DEAD"
+            ]
+            out[name] = int(live[0].num_restarts) if live else 0
         return out
 
     # ------------------------------------------------------------------------------ plain batched calls
