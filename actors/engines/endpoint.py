@@ -68,6 +68,7 @@ class EndpointEngine(SamplingEngine):
         self.cfg = endpoint
         self.fmt = PromptFormat.from_backbone(backbone)
         self.max_tokens = int(backbone.max_step_tokens)
+        self.solution_tokens = int(backbone.max_solution_tokens)
         self.base_url = str(endpoint.base_url).rstrip("/")
         self.tokenizer = None
         if self.fmt.style == "chat" and not endpoint.use_chat:
@@ -154,7 +155,7 @@ class EndpointEngine(SamplingEngine):
             "model": model,
             "n": job.n,
             "temperature": job.temperature,
-            "max_tokens": self.max_tokens,
+            "max_tokens": job.max_tokens or self.max_tokens,
             "stop": [self.fmt.delimiter],
             "seed": job.seed,
         }
@@ -211,7 +212,9 @@ class EndpointEngine(SamplingEngine):
             raise EndpointError(f"{url}: malformed reply (not JSON): {_one_line(text, 120)!r}") from None
 
     def _parse(self, url: str, data: Any, n: int) -> Sampled:
-        """n texts (ordered by choice index) and usage.completion_tokens from a (chat) completions reply."""
+        """n texts (ordered by choice index) and usage.completion_tokens from a (chat) completions reply.
+        A sample ended for good when it hit the token limit, or stopped with `stop_reason` null (EOS; a
+        vLLM field); servers without `stop_reason` leave `ended` unknown."""
         try:
             choices = sorted(data["choices"], key=lambda c: int(c["index"]))
             if self.cfg.use_chat:
@@ -219,6 +222,10 @@ class EndpointEngine(SamplingEngine):
             else:
                 texts = tuple(c["text"] for c in choices)
             tokens = int(data["usage"]["completion_tokens"])
+            ended = tuple(
+                c.get("finish_reason") == "length" or ("stop_reason" in c and c["stop_reason"] is None)
+                for c in choices
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise EndpointError(
                 f"{url}: malformed reply ({type(e).__name__} {e}): {_one_line(data)}"
@@ -227,4 +234,5 @@ class EndpointEngine(SamplingEngine):
             raise EndpointError(
                 f"{url}: malformed reply (asked for {n} texts, got {len(texts)}): {_one_line(data)}"
             )
-        return Sampled(texts=texts, tokens=tokens)
+        known = all(c.get("finish_reason") == "length" or "stop_reason" in c for c in choices)
+        return Sampled(texts=texts, tokens=tokens, ended=ended if known else ())

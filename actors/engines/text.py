@@ -1,8 +1,14 @@
 """What every generation engine shares: the jobs it runs and how texts are rendered and read back.
 
-`propose` and `critique` are defined once here (`SamplingEngine`) with the semantics of the HF
-`PolicyActor`; an engine only implements `_sample(jobs)`: for each job, `n` sampled continuations of the
-job's text, stopped at the step delimiter, with the number of generated tokens.
+`propose`, `critique`, `greedy_solve` and `sample_solutions` are defined once here (`SamplingEngine`)
+with the semantics of the HF `PolicyActor`; an engine only implements `_sample(jobs)`: for each job, `n`
+sampled continuations of the job's text, stopped at the step delimiter, with the number of generated
+tokens and whether each sample ended for good (EOS or token limit) rather than at the delimiter.
+
+Whole solutions (CoT, sc, bon) are generated one step per round for all unfinished rows, since a stop
+string cannot express "after the line that starts with the answer prefix"; with prefix caching (vLLM)
+the repeated prefixes are cheap. A row ends at its answer step, at EOS, after `max_steps` steps or at
+`max_solution_tokens` tokens, as in PolicyActor.
 
 Rendering (same text as PolicyActor): the prompt is `PromptFormat.prefix(question, steps)`, then
 `Hint: <reflection><delimiter>` in "common" reflection mode, or the critic question for `critique`.
@@ -15,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from actors.policy import CRITIC_QUESTION, CRITIC_REFLECT, CRITIC_TEMPERATURE
+from actors.policy import CRITIC_QUESTION, CRITIC_REFLECT, CRITIC_TEMPERATURE, SolutionSample
 from pipeline.prompting import PromptFormat
 from pipeline.search.protocol import Critique, Proposal, Propose, Verdict
 
@@ -30,12 +36,14 @@ class Job:
     n: int
     temperature: float  # 0 = greedy
     seed: int  # per-job seed (fits a signed 32-bit int)
+    max_tokens: int = 0  # 0 = the engine's step limit (backbone.max_step_tokens)
 
 
 @dataclass(frozen=True)
 class Sampled:
     texts: tuple[str, ...]  # n continuations, stop string removed
     tokens: int  # generated tokens, all n samples together
+    ended: tuple[bool, ...] = ()  # per sample: EOS or token limit, not the delimiter (() = unknown)
 
 
 def hint(reflection: str, fmt: PromptFormat) -> str:
@@ -112,3 +120,50 @@ class SamplingEngine:
             for r in requests
         ]
         return [parse_verdict(s.texts[0], self.fmt.delimiter, s.tokens) for s in self._run(jobs)]
+
+    def greedy_solve(self, questions: Sequence[str], max_steps: int, seed: int = 0) -> list[SolutionSample]:
+        """Whole greedy solutions (CoT), up to `max_solution_tokens` tokens each."""
+        return self._solutions([(q, 0.0) for q in questions], max_steps, seed)
+
+    def sample_solutions(
+        self, questions: Sequence[str], n: int, temperature: float, seed: int = 0, max_steps: int = 0
+    ) -> list[list[SolutionSample]]:
+        """`n` sampled whole solutions per question (self-consistency, best-of-n)."""
+        flat = self._solutions([(q, temperature) for q in questions for _ in range(n)], max_steps, seed)
+        return [flat[i * n : (i + 1) * n] for i in range(len(questions))]
+
+    def _solutions(self, rows: list[tuple[str, float]], max_steps: int, seed: int) -> list[SolutionSample]:
+        budget = int(self.solution_tokens)
+        raw = [""] * len(rows)  # the exact continuation so far, blank lines included (the next prompt)
+        steps: list[list[str]] = [[] for _ in rows]
+        tokens = [0] * len(rows)
+        live, depth = list(range(len(rows))), 0
+        while live:
+            jobs = [
+                Job(rows[i][0], (), raw[i], 1, rows[i][1], _row_seed(seed, i, depth), budget - tokens[i])
+                for i in live
+            ]
+            nxt = []
+            for i, out in zip(live, self._run(jobs), strict=True):
+                tokens[i] += out.tokens
+                text = step_text(out.texts[0], self.fmt.delimiter)
+                if text:  # a blank line is not a step (as in PolicyActor)
+                    steps[i].append(text)
+                raw[i] += out.texts[0] + self.fmt.delimiter
+                ended = out.ended[0] if out.ended else not text  # unknown: an empty reply ends it
+                done = (
+                    ended
+                    or out.tokens == 0
+                    or tokens[i] >= budget
+                    or text.startswith(self.fmt.answer_prefix)
+                    or (max_steps > 0 and len(steps[i]) >= max_steps)
+                )
+                if not done:
+                    nxt.append(i)
+            live, depth = nxt, depth + 1
+        return [SolutionSample(tuple(s), t) for s, t in zip(steps, tokens, strict=True)]
+
+
+def _row_seed(seed: int, row: int, depth: int) -> int:
+    """A per-(row, step) seed in [0, 2**31) from the call's seed (deterministic, no global state)."""
+    return (seed * 1_000_003 + row * 10_007 + depth * 101) % 2**31

@@ -43,6 +43,7 @@ class VllmEngine(SamplingEngine):
         self.backbone = backbone
         self.fmt = PromptFormat.from_backbone(backbone)
         self.max_tokens = int(backbone.max_step_tokens)
+        self.solution_tokens = int(backbone.max_solution_tokens)
         self.device = device or pick_device(backbone.policy_resources.num_gpus)
         self.llm: Any = None
         self.tokenizer: Any = None
@@ -65,7 +66,7 @@ class VllmEngine(SamplingEngine):
         tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
         tok.truncation_side = "left"  # keep the end of an over-long prefix (the step being continued)
         max_len = self._max_model_len(model_dir)
-        self.prompt_limit = max_len - self.max_tokens
+        self.max_len, self.prompt_limit = max_len, max_len - self.max_tokens
         kwargs: dict[str, Any] = {}
         on_cpu = not self.device.startswith("cuda")
         if on_cpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
@@ -138,16 +139,20 @@ class VllmEngine(SamplingEngine):
                     n=job.n,
                     temperature=job.temperature,
                     top_p=1.0,
-                    max_tokens=self.max_tokens,
+                    max_tokens=max(1, min(job.max_tokens or self.max_tokens, self.max_len - len(ids))),
                     stop=[self.fmt.delimiter],
                     seed=job.seed,
                 )
             )
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [
-            Sampled(
-                texts=tuple(c.text for c in sorted(out.outputs, key=lambda c: c.index)),
-                tokens=sum(len(c.token_ids) for c in out.outputs),
+        results = []
+        for out in outputs:
+            samples = sorted(out.outputs, key=lambda c: c.index)
+            results.append(
+                Sampled(
+                    texts=tuple(c.text for c in samples),
+                    tokens=sum(len(c.token_ids) for c in samples),
+                    ended=tuple(c.stop_reason is None for c in samples),  # EOS or length, not the delimiter
+                )
             )
-            for out in outputs
-        ]
+        return results

@@ -239,3 +239,30 @@ def test_make_engine_picks_by_policy_engine(tmp_path):
     engine.close()
     with pytest.raises(ValueError, match="unknown policy.engine"):
         make_engine(str(tmp_path), BackboneConfig(), PolicyConfig(engine="tgi"))
+
+
+def _step_reply(text: str, tokens: int, stop_reason: str | None = "\n") -> tuple[int, bytes]:
+    choice = {"index": 0, "text": text, "finish_reason": "stop", "stop_reason": stop_reason}
+    return 200, json.dumps({"choices": [choice], "usage": {"completion_tokens": tokens}}).encode()
+
+
+def test_whole_solutions_step_by_step_until_the_answer_line(serve):
+    server = serve(
+        [
+            _step_reply("1+1=2", 4),
+            _step_reply("", 1),  # a blank line: kept in the text, not a step
+            _step_reply(" The answer is 2", 5),
+            _step_reply("2+2=4", 4),
+            _step_reply("", 1, stop_reason=None),  # EOS
+        ]
+    )
+    engine = _engine(server.url)
+    [sol] = engine.greedy_solve(["1+1"], max_steps=8)
+    assert sol.steps == ("1+1=2", "The answer is 2") and sol.tokens == 10
+    prompts = [r["prompt"] for r in server.requests]
+    assert prompts == ["Q:1+1\n", "Q:1+1\n1+1=2\n", "Q:1+1\n1+1=2\n\n"]
+    budget = BackboneConfig().max_solution_tokens
+    assert [r["max_tokens"] for r in server.requests] == [budget, budget - 4, budget - 5]
+    [[sample]] = engine.sample_solutions(["2+2"], n=1, temperature=0.7, seed=1)
+    assert sample.steps == ("2+2=4",) and sample.tokens == 5  # ended at EOS
+    engine.close()
