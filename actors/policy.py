@@ -1,7 +1,8 @@
 """PolicyActor: one policy replica (HF transformers) serving batched next-step proposals.
 
 A plain class: `ray.remote` is applied where the pool builds it, so tests and `pipeline.api` run the
-same class in-process. Every text goes through `PromptFormat` (one rendering for generation, SFT and the
+same class in-process. With `policy.engine` vllm or endpoint, every call goes to that engine
+(actors/engines, same semantics); what follows describes the default HF engine. Every text goes through `PromptFormat` (one rendering for generation, SFT and the
 PRM).
 
 Batching: requests are grouped by (temperature); identical (prefix, temperature) requests are merged and
@@ -146,12 +147,23 @@ class PolicyActor:
         self.tokenizer: Any = None
         self.model_dir = ""
         self.counters = {"calls": 0, "rows": 0, "tokens": 0, "busy_seconds": 0.0}
-        self.reload(model_dir)
+        from actors.engines import make_engine
+
+        # policy.engine=vllm|endpoint: that engine answers every call (same semantics); hf: this class.
+        self.engine = make_engine(model_dir, backbone, policy, device=self.device)
+        if self.engine is None:
+            self.reload(model_dir)
+        else:
+            self.model_dir = model_dir
 
     # ------------------------------------------------------------------------------ lifecycle
 
     def reload(self, model_dir: str) -> None:
         """Load (new) weights from an HF directory, e.g. after SFT."""
+        if self.engine is not None:
+            self.engine.reload(model_dir)
+            self.model_dir = model_dir
+            return
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.release()
@@ -170,6 +182,8 @@ class PolicyActor:
 
     def release(self) -> None:
         """Drop the model and free its device memory (before training); `reload` brings it back."""
+        if getattr(self, "engine", None) is not None:
+            self.engine.release()
         self.model = None
         gc.collect()
         if torch.cuda.is_available():
@@ -179,12 +193,21 @@ class PolicyActor:
         """Where the replica runs and what it has done: generate calls, rows, tokens, busy seconds."""
         import os
 
-        return {"model_dir": self.model_dir, "device": self.device, "pid": os.getpid(), **self.counters}
+        engine = self.engine.info() if self.engine is not None else {"engine": "hf"}
+        return {
+            "model_dir": self.model_dir,
+            "device": self.device,
+            "pid": os.getpid(),
+            **self.counters,
+            **engine,
+        }
 
     # ------------------------------------------------------------------------------ serving
 
     def propose(self, requests: Sequence[Propose]) -> list[Proposal]:
         """`n` next steps per request (delimiter cut, stripped; "" for an empty sample) and token counts."""
+        if self.engine is not None:
+            return self.engine.propose(requests)
         prefixes = [self._policy_text(r.question, r.steps, r.reflection) for r in requests]
         rows = [((prefixes[i], r.temperature), r.seed) for i, r in enumerate(requests) for _ in range(r.n)]
         outputs = self._generate_rows(rows, mode="step", max_new=self.backbone.max_step_tokens)
@@ -198,6 +221,8 @@ class PolicyActor:
 
     def critique(self, requests: Sequence[Critique]) -> list[Verdict]:
         """Ask the policy whether `steps` solve the question. Reply "solved"/"unsolved" (+ hint text)."""
+        if self.engine is not None:
+            return self.engine.critique(requests)
         rows = []
         for r in requests:
             ask = CRITIC_QUESTION + (CRITIC_REFLECT if r.want_reflection else "") + ":"
@@ -214,6 +239,8 @@ class PolicyActor:
 
     def greedy_solve(self, questions: Sequence[str], max_steps: int, seed: int = 0) -> list[SolutionSample]:
         """Whole greedy solutions (CoT), generated in one go up to `max_solution_tokens`."""
+        if self.engine is not None:
+            return self.engine.greedy_solve(questions, max_steps, seed)
         rows = [((self._policy_text(q, ()), 0.0), seed) for q in questions]
         return self._solutions(rows, max_steps)
 
@@ -221,6 +248,8 @@ class PolicyActor:
         self, questions: Sequence[str], n: int, temperature: float, seed: int = 0, max_steps: int = 0
     ) -> list[list[SolutionSample]]:
         """`n` sampled whole solutions per question (self-consistency, best-of-n)."""
+        if self.engine is not None:
+            return self.engine.sample_solutions(questions, n, temperature, seed, max_steps)
         rows = [((self._policy_text(q, ()), temperature), seed) for q in questions for _ in range(n)]
         flat = self._solutions(rows, max_steps)
         return [flat[i * n : (i + 1) * n] for i in range(len(questions))]

@@ -48,8 +48,6 @@ class Pool:
     @classmethod
     def from_config(cls, cfg: Any, policy_dir: str, prm_dir: str) -> Pool:
         """Build from the root config's `backbone`, `policy`, `prm` and `pool` sections."""
-        if cfg.policy.engine != "hf":
-            raise ValueError(f"policy.engine={cfg.policy.engine} has no actor yet; use policy.engine=hf")
         return cls(policy_dir, prm_dir, cfg.backbone, cfg.policy, cfg.prm, cfg.pool)
 
     @property
