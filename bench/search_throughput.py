@@ -6,7 +6,8 @@
 (b) the original code's way: one tree at a time, every proposal and every PRM score its own batch-1
     call, in one process holding both models (run on the first `--b-questions` questions: it is slow;
     rates are per question, so the comparison holds for the same budget per question);
-(c) upper bound: the policy's raw batched `generate` (sampling, no early stop) at (a)'s mean batch size.
+(c) upper bound: the policy's raw batched `generate` (sampling, no early stop) at (a)'s mean batch size,
+    on prefixes drawn from (a)'s trees (same prompt lengths as the search's real requests).
 (b) and (c) run as Ray tasks with the policy replica's CPU share, so all three get the same threads.
 Prints questions/s and tokens/s of each, and the ratios a/b and a/c.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import time
@@ -114,6 +116,7 @@ def main(argv: list[str]) -> int:
     from actors.pool import Pool
     from actors.search_worker import Shard, load_shard
     from conf.load import compose
+    from pipeline.prompting import PromptFormat
     from pipeline.tasks.arith import generate
     from trainers.backbones import resolve_backbone
 
@@ -140,7 +143,8 @@ def main(argv: list[str]) -> int:
         t0 = time.monotonic()
         files = pool.run_shards(shards, cfg.search)
         a_s = time.monotonic() - t0
-        a_tok = sum(t.result.generated_tokens for f in files for t in load_shard(f))
+        trees = [t for f in files for t in load_shard(f)]
+        a_tok = sum(t.result.generated_tokens for t in trees)
     prog = pool.progress()
     info = pool.replica_info()
     pool.shutdown()
@@ -154,7 +158,10 @@ def main(argv: list[str]) -> int:
         )
     )
     remote_c = ray.remote(num_cpus=res.num_cpus)(raw_generate)
-    prompts = [f"Q:{q.content}\n" for q in questions]
+    fmt = PromptFormat.from_backbone(cfg.backbone)
+    content = {q.id: q.content for q in questions}
+    prefixes = [fmt.prefix(content[t.question_id], n.steps) for t in trees for n in t.nodes if not n.is_end]
+    prompts = random.Random(0).sample(prefixes, min(len(prefixes), batch))
     c_s, c_tok = ray.get(remote_c.remote(paths.policy_dir, cfg.backbone, cfg.policy, batch, prompts, 3))
 
     rows = [
