@@ -216,3 +216,14 @@ def test_multi_token_delimiter_stops_by_text(trained_dir):
     assert actor.delim_id is None  # "=3" is two tokens: stop found in the decoded text
     [out] = actor.propose([Propose("1+2", (), n=1, temperature=0.0, seed=0)])
     assert out.steps == ("1+2",) and out.tokens == len("1+2=3")
+
+
+def test_api_solve_runs_mcts_in_process(trained_dir):
+    from conf.load import compose
+    from pipeline.api import solve
+
+    cfg = compose(["backbone.max_step_tokens=24"])
+    sol = solve("1+2", cfg, policy_dir=trained_dir, prm_dir=trained_dir, iteration_limit=4, branch=2)
+    assert sol.stats["iterations"] <= 4 and sol.stats["nodes"] >= 2 and sol.stats["generated_tokens"] > 0
+    assert sol.text == "".join(s + "\n" for s in sol.steps)
+    assert sol.steps[-1] == "The answer is 3" and sol.answer == "3"  # the memorised solution
