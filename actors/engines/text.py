@@ -85,9 +85,11 @@ def parse_verdict(text: str, delimiter: str, tokens: int) -> Verdict:
 
 
 class SamplingEngine:
-    """`propose`/`critique` (the StepProposer protocol) on top of `_sample`; subclasses set `self.fmt`."""
+    """The StepProposer protocol plus whole solutions on top of `_sample`; subclasses set `fmt` and
+    `solution_tokens` (backbone.max_solution_tokens)."""
 
     fmt: PromptFormat
+    solution_tokens: int
 
     def _sample(self, jobs: Sequence[Job]) -> list[Sampled]:
         raise NotImplementedError
@@ -98,7 +100,7 @@ class SamplingEngine:
         sent = [replace(j, n=1) if j.temperature == 0 and j.n > 1 else j for j in jobs]
         out = self._sample(sent)
         return [
-            s if j.n == len(s.texts) else Sampled(s.texts * j.n, s.tokens)
+            s if j.n == len(s.texts) else Sampled(s.texts * j.n, s.tokens, s.ended * j.n)
             for j, s in zip(jobs, out, strict=True)
         ]
 
