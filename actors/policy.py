@@ -2,17 +2,18 @@
 
 A plain class: `ray.remote` is applied where the pool builds it, so tests and `pipeline.api` run the
 same class in-process. With `policy.engine` vllm or endpoint, every call goes to that engine
-(actors/engines, same semantics); what follows describes the default HF engine. Every text goes through `PromptFormat` (one rendering for generation, SFT and the
-PRM).
+(actors/engines, same semantics); what follows describes the default HF engine. Every text goes
+through `PromptFormat` (one rendering for generation, SFT and the PRM).
 
-Batching: requests are grouped by (temperature); identical (prefix, temperature) requests are merged and
-each distinct prefix is tokenized once, then repeated once per wanted sample (HF `generate` with
-`num_return_sequences` repeats the encoded input the same way before prefill, so this costs the same and
-lets requests with different `n` share one call). Rows are sorted by length and cut into chunks of at
-most `policy.max_batch_size` sequences, LEFT-padded.
+Batching: requests are grouped by temperature; identical prefixes are tokenized once and repeated once
+per wanted sample (HF `generate` with `num_return_sequences` repeats the encoded input the same way
+before prefill, so this costs the same and lets requests with different `n` share one call). Rows are
+sorted by length and cut into chunks of at most `policy.max_batch_size` sequences, LEFT-padded, and
+decoded by `_decode`: a KV-cache sampling loop that drops each row from the batch as soon as it stops
+(at EOS, at the delimiter: its token id when it is one token, else found in the decoded text).
 
-Seeding: torch's global generator is seeded per generate call from the seeds of the requests in that
-call. HF `generate` draws from one generator for the whole batch, so a request's samples depend on which
+Seeding: torch's generator is seeded per model call from the seeds of the requests in that call, and
+one generator serves the whole batch (as in HF `generate`), so a request's samples depend on which
 other requests share its call: results are reproducible for the same batch, not per request under
 different batching (an engine with per-request seeds, e.g. vLLM, would be).
 """
@@ -67,7 +68,7 @@ def call_seed(seeds: Sequence[int]) -> int:
 
 
 class _StopTracker:
-    """HF stopping criterion that also records, per row, how many tokens were generated up to the stop.
+    """Per-row stop rule; also records how many tokens each row generated up to and including its stop.
 
     mode "step": a row stops at EOS or once its text contains the delimiter.
     mode "solution": a row stops at EOS, after a finished line starting with `answer_prefix`, or after
@@ -146,7 +147,14 @@ class PolicyActor:
         self.model: Any = None
         self.tokenizer: Any = None
         self.model_dir = ""
-        self.counters = {"calls": 0, "rows": 0, "tokens": 0, "busy_seconds": 0.0}
+        self.counters = {
+            "calls": 0,
+            "rows": 0,
+            "tokens": 0,
+            "busy_seconds": 0.0,
+            "cpu_seconds": 0.0,
+            "slots": 0,
+        }
         from actors.engines import make_engine
 
         # policy.engine=vllm|endpoint: that engine answers every call (same semantics); hf: this class.
@@ -324,32 +332,14 @@ class PolicyActor:
         tok = self.tokenizer
         stop_ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
         if mode == "step" and self.delim_id is not None:
-            stop_ids.add(self.delim_id)
-        tracker = _StopTracker(
-            tok, width, stop_ids, self.fmt.delimiter, mode, self.fmt.answer_prefix, max_steps
-        )
-        t0 = time.monotonic()
+            stop_ids.add(self.delim_id)  # a one-token delimiter stops a row like EOS does
+        tracker = _StopTracker(tok, 0, stop_ids, self.fmt.delimiter, mode, self.fmt.answer_prefix, max_steps)
+        t0, cpu0 = time.monotonic(), time.process_time()
         seed = call_seed(seeds)
         torch.manual_seed(seed)
         if torch.cuda.is_available():
             torch.cuda.manual_seed_all(seed)
-        sampling = (
-            {"do_sample": True, "temperature": temp, "top_k": 0, "top_p": 1.0}
-            if temp > 0
-            else {"do_sample": False}
-        )
-        from transformers import StoppingCriteriaList
-
-        seqs = self.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=int(max_new),
-            eos_token_id=sorted(stop_ids) or None,
-            pad_token_id=tok.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([tracker]),
-            **sampling,
-        )
-        gen = seqs[:, width:].cpu()
+        gen, slots = self._decode(ids, mask, temp, int(max_new), tracker)
         counts = tracker.lengths(gen.shape[1]) or [0] * gen.shape[0]
         texts = tok.batch_decode([g[:c] for g, c in zip(gen, counts, strict=True)], skip_special_tokens=True)
         c = self.counters
@@ -359,4 +349,56 @@ class PolicyActor:
             c["tokens"] + sum(counts),
         )
         c["busy_seconds"] += time.monotonic() - t0
+        c["cpu_seconds"] += time.process_time() - cpu0  # all threads of this process
+        c["slots"] += slots  # row-steps computed; tokens / slots = the useful share
         return list(zip(texts, counts, strict=True))
+
+    def _decode(
+        self, ids, mask, temp: float, max_new: int, tracker: _StopTracker
+    ) -> tuple[torch.Tensor, int]:
+        """Sample up to `max_new` tokens per row with a KV cache, dropping rows from the batch (and the
+        cache) as soon as they stop. HF `generate` keeps computing finished rows until the last row ends:
+        on the tiny backbone half of its work was on finished rows. Sampling is plain temperature
+        sampling (no top-k/top-p, none of the model's generation_config); temperature 0 = greedy.
+        Returns the generated tokens (rows x steps, pad after a row's stop) and the row-steps computed."""
+        from transformers import DynamicCache
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        gen = torch.full((ids.shape[0], max_new), pad, dtype=torch.long)
+        rows = torch.arange(ids.shape[0], device=ids.device)  # original row of each batch position
+        cache = DynamicCache()
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        pos, slots, step = pos[:, -1:], 0, 0
+        for step in range(max_new):
+            logits = out.logits[:, -1, :].float()
+            if temp > 0:
+                nxt = torch.multinomial(torch.softmax(logits / temp, dim=-1), 1).squeeze(1)
+            else:
+                nxt = logits.argmax(dim=-1)
+            gen[rows.cpu(), step] = nxt.cpu()
+            slots += len(rows)
+            alive = ~tracker(gen[:, : step + 1]).to(ids.device)[rows]
+            if step + 1 == max_new or not bool(alive.any()):
+                break
+            if not bool(alive.all()):
+                keep = torch.nonzero(alive).flatten()
+                rows, nxt, mask, pos = rows[keep], nxt[keep], mask[keep], pos[keep]
+                cache.batch_select_indices(keep)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            pos = pos + 1
+            out = self.model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
+        return gen[:, : step + 1], slots

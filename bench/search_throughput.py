@@ -9,7 +9,8 @@
 (c) upper bound: the policy's raw batched `generate` (sampling, no early stop) at (a)'s mean batch size,
     on prefixes drawn from (a)'s trees (same prompt lengths as the search's real requests).
 (b) and (c) run as Ray tasks with the policy replica's CPU share, so all three get the same threads.
-Prints questions/s and tokens/s of each, and the ratios a/b and a/c.
+Prints questions/s and tokens/s of each, the ratios a/b and a/c, and a/c per CPU-second of the policy
+process (on a shared machine the wall-clock ratio also measures other processes' load).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def raw_generate(policy_dir, backbone, policy_cfg, batch, prompts, repeats):
     n_new = int(backbone.max_step_tokens)
     with torch.inference_mode():
         actor.model.generate(**enc, max_new_tokens=2, min_new_tokens=2, do_sample=True)  # warm-up
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.process_time()
         for _ in range(repeats):
             actor.model.generate(
                 **enc,
@@ -97,7 +98,7 @@ def raw_generate(policy_dir, backbone, policy_cfg, batch, prompts, repeats):
                 top_p=1.0,
                 pad_token_id=actor.tokenizer.pad_token_id,
             )
-    return time.monotonic() - t0, batch * n_new * repeats
+    return time.monotonic() - t0, batch * n_new * repeats, time.process_time() - cpu0
 
 
 def main(argv: list[str]) -> int:
@@ -162,7 +163,9 @@ def main(argv: list[str]) -> int:
     content = {q.id: q.content for q in questions}
     prefixes = [fmt.prefix(content[t.question_id], n.steps) for t in trees for n in t.nodes if not n.is_end]
     prompts = random.Random(0).sample(prefixes, min(len(prefixes), batch))
-    c_s, c_tok = ray.get(remote_c.remote(paths.policy_dir, cfg.backbone, cfg.policy, batch, prompts, 3))
+    c_s, c_tok, c_cpu = ray.get(
+        remote_c.remote(paths.policy_dir, cfg.backbone, cfg.policy, batch, prompts, 3)
+    )
 
     rows = [
         ("a: pool, many trees in flight", len(questions) / a_s, a_tok / a_s),
@@ -180,6 +183,15 @@ def main(argv: list[str]) -> int:
     print(
         f"a/b questions/s: {rows[0][1] / rows[1][1]:.1f}x   a/b tokens/s: {rows[0][2] / rows[1][2]:.1f}x   "
         f"a/c tokens/s: {rows[0][2] / rows[2][2]:.2f}"
+    )
+    pol = info["policy-0"]
+    print(
+        f"per policy CPU-second (removes other processes' load): a {pol['tokens'] / pol['cpu_seconds']:.0f} "
+        f"tokens/cpu-s, c {c_tok / c_cpu:.0f} tokens/cpu-s, a/c {pol['tokens'] * c_cpu / (pol['cpu_seconds'] * c_tok):.2f}"
+    )
+    print(
+        f"a: useful share of the policy's computed token slots (rows stop at different steps): "
+        f"{pol['tokens'] / max(1, pol['slots']):.2f}"
     )
     busy = {name: i["busy_seconds"] / a_s for name, i in info.items()}
     print(
