@@ -1,6 +1,6 @@
 """MCTS* throughput on the tiny backbone: batched pool vs one tree at a time vs raw `generate`.
 
-    python bench/search_throughput.py [--questions 32] [--iterations 8] [--workers 2] [--trees 16]
+    python bench/search_throughput.py [--questions 128] [--iterations 8] [--workers 2] [--trees 64]
 
 (a) pool: the questions in shards on the search workers, many trees in flight, batched model calls;
 (b) the original code's way: one tree at a time, every proposal and every PRM score its own batch-1
@@ -103,11 +103,11 @@ def raw_generate(policy_dir, backbone, policy_cfg, batch, prompts, repeats):
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--questions", type=int, default=32)
+    ap.add_argument("--questions", type=int, default=128)
     ap.add_argument("--b-questions", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--trees", type=int, default=16, help="trees in flight per search worker")
+    ap.add_argument("--trees", type=int, default=64, help="trees in flight per search worker")
     ap.add_argument("--cache-dir", default=".cache/restmcts")
     args = ap.parse_args(argv)
 
