@@ -12,10 +12,10 @@ sorted by length and cut into chunks of at most `policy.max_batch_size` sequence
 decoded by `_decode`: a KV-cache sampling loop that drops each row from the batch as soon as it stops
 (at EOS, at the delimiter: its token id when it is one token, else found in the decoded text).
 
-Seeding: torch's generator is seeded per model call from the seeds of the requests in that call, and
-one generator serves the whole batch (as in HF `generate`), so a request's samples depend on which
-other requests share its call: results are reproducible for the same batch, not per request under
-different batching (an engine with per-request seeds, e.g. vLLM, would be).
+Seeding: every row (one sample of one request) draws its uniforms from its own generator, seeded by
+(request seed, sample index), and samples by inverse CDF. A sample therefore depends on its prefix and
+seed, not on which other requests share the call, so the same tree comes out however the search worker
+batches (and a resumed run repeats an uninterrupted one), up to float rounding of padded batches.
 """
 
 from __future__ import annotations
@@ -61,10 +61,15 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def call_seed(seeds: Sequence[int]) -> int:
-    """One 63-bit seed from the seeds of the requests in a call (order-sensitive, stable across runs)."""
-    digest = hashlib.sha256(",".join(map(str, seeds)).encode()).digest()
+def row_seed(seed: int, sample: int) -> int:
+    """The seed of sample `sample` of a request seeded `seed` (63 bits, stable across runs)."""
+    digest = hashlib.sha256(f"{seed}:{sample}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def row_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
+    """(rows x steps) uniforms in [0, 1), row i from its own generator seeded `seeds[i]`."""
+    return torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
 class _StopTracker:
@@ -217,7 +222,11 @@ class PolicyActor:
         if self.engine is not None:
             return self.engine.propose(requests)
         prefixes = [self._policy_text(r.question, r.steps, r.reflection) for r in requests]
-        rows = [((prefixes[i], r.temperature), r.seed) for i, r in enumerate(requests) for _ in range(r.n)]
+        rows = [
+            ((prefixes[i], r.temperature), row_seed(r.seed, j))
+            for i, r in enumerate(requests)
+            for j in range(r.n)
+        ]
         outputs = self._generate_rows(rows, mode="step", max_new=self.backbone.max_step_tokens)
         results, k = [], 0
         for r in requests:
@@ -258,7 +267,11 @@ class PolicyActor:
         """`n` sampled whole solutions per question (self-consistency, best-of-n)."""
         if self.engine is not None:
             return self.engine.sample_solutions(questions, n, temperature, seed, max_steps)
-        rows = [((self._policy_text(q, ()), temperature), seed) for q in questions for _ in range(n)]
+        rows = [
+            ((self._policy_text(q, ()), temperature), row_seed(seed, i * n + j))
+            for i, q in enumerate(questions)
+            for j in range(n)
+        ]
         flat = self._solutions(rows, max_steps)
         return [flat[i * n : (i + 1) * n] for i in range(len(questions))]
 
@@ -335,11 +348,8 @@ class PolicyActor:
             stop_ids.add(self.delim_id)  # a one-token delimiter stops a row like EOS does
         tracker = _StopTracker(tok, 0, stop_ids, self.fmt.delimiter, mode, self.fmt.answer_prefix, max_steps)
         t0, cpu0 = time.monotonic(), time.process_time()
-        seed = call_seed(seeds)
-        torch.manual_seed(seed)
-        if torch.cuda.is_available():
-            torch.cuda.manual_seed_all(seed)
-        gen, slots = self._decode(ids, mask, temp, int(max_new), tracker)
+        uniforms = row_uniforms(seeds, int(max_new)).to(self.device)
+        gen, slots = self._decode(ids, mask, temp, int(max_new), tracker, uniforms)
         counts = tracker.lengths(gen.shape[1]) or [0] * gen.shape[0]
         texts = tok.batch_decode([g[:c] for g, c in zip(gen, counts, strict=True)], skip_special_tokens=True)
         c = self.counters
@@ -354,12 +364,13 @@ class PolicyActor:
         return list(zip(texts, counts, strict=True))
 
     def _decode(
-        self, ids, mask, temp: float, max_new: int, tracker: _StopTracker
+        self, ids, mask, temp: float, max_new: int, tracker: _StopTracker, uniforms: torch.Tensor
     ) -> tuple[torch.Tensor, int]:
         """Sample up to `max_new` tokens per row with a KV cache, dropping rows from the batch (and the
         cache) as soon as they stop. HF `generate` keeps computing finished rows until the last row ends:
         on the tiny backbone half of its work was on finished rows. Sampling is plain temperature
-        sampling (no top-k/top-p, none of the model's generation_config); temperature 0 = greedy.
+        sampling (no top-k/top-p, none of the model's generation_config) by inverse CDF with each row's
+        own `uniforms[row, step]`; temperature 0 = greedy.
         Returns the generated tokens (rows x steps, pad after a row's stop) and the row-steps computed."""
         from transformers import DynamicCache
 
@@ -380,7 +391,9 @@ class PolicyActor:
         for step in range(max_new):
             logits = out.logits[:, -1, :].float()
             if temp > 0:
-                nxt = torch.multinomial(torch.softmax(logits / temp, dim=-1), 1).squeeze(1)
+                cdf = torch.softmax(logits / temp, dim=-1).cumsum(dim=-1)
+                u = uniforms[rows, step].unsqueeze(1) * cdf[:, -1:]  # scale: cdf may end just below 1
+                nxt = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
             else:
                 nxt = logits.argmax(dim=-1)
             gen[rows.cpu(), step] = nxt.cpu()

@@ -45,6 +45,10 @@ class Shard:
     questions: tuple[Question, ...]
     out_path: str
     kind: str = "mcts"  # mcts | tot_bfs | tot_dfs
+    seed: int = 0  # the run's `seed`: each tree is seeded by (seed, round, question id)
+
+    def tree_seed(self, question_id: str) -> int:
+        return derive_seed(self.seed, self.round, question_id)
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,7 @@ class SearchWorker:
         while queue or live:
             while queue and len(live) < self.trees_in_flight:
                 q = queue.popleft()
-                seed = derive_seed(shard.round, q.id)
+                seed = shard.tree_seed(q.id)
                 gen = make(
                     q.content,
                     search_cfg,
@@ -273,7 +277,7 @@ class SearchWorker:
             "round": shard.round,
             "shard_id": shard.shard_id,
             "kind": shard.kind,
-            "seed": derive_seed(shard.round, question.id),
+            "seed": shard.tree_seed(question.id),
             "gold": question.answer,
             "result": result,
             "nodes": [to_dict(n) for n in outcome.tree],

@@ -77,7 +77,7 @@ def _sample(pool: Any, questions: Sequence[Question], cfg: Any, round: int) -> l
         chunk,
         n=n,
         temperature=cfg.eval.search.temperature,
-        seed=derive_seed(round, "eval-samples"),
+        seed=derive_seed(cfg.seed, round, "eval-samples"),
         max_steps=cfg.eval.search.max_depth,
     )
     requests = [Score(q.content, s.steps) for q, group in zip(questions, groups, strict=True) for s in group]
@@ -110,7 +110,14 @@ def _search(pool, questions, cfg, round, method, out_dir) -> list[tuple[tuple[st
     with tempfile.TemporaryDirectory(prefix="eval-") as tmp:
         base = Path(out_dir) / method if out_dir else Path(tmp)
         shards = [
-            Shard(i, round, tuple(questions[s : s + size]), str(base / f"shard-{i:05d}.jsonl"), kind=method)
+            Shard(
+                i,
+                round,
+                tuple(questions[s : s + size]),
+                str(base / f"shard-{i:05d}.jsonl"),
+                kind=method,
+                seed=cfg.seed,
+            )
             for i, s in enumerate(range(0, len(questions), size))
         ]
         trees = {t.question_id: t.result for p in pool.run_shards(shards, search_cfg) for t in load_shard(p)}

@@ -57,7 +57,8 @@ def search(cfg: DictConfig, run: RunDir, get_pool: Any, train: list[Question], k
     out = run.round_dir(k) / "search"
     shards, todo = [], []
     for i, questions in enumerate(shard_questions(train, cfg.pool.shard_size)):
-        shard = Shard(shard_id=i, round=k, questions=questions, out_path=str(out / f"shard-{i:05d}.jsonl"))
+        path = str(out / f"shard-{i:05d}.jsonl")
+        shard = Shard(shard_id=i, round=k, questions=questions, out_path=path, seed=cfg.seed)
         shards.append(shard)
         if not _shard_complete(shard, load_shard):
             todo.append(shard)

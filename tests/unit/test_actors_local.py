@@ -227,3 +227,20 @@ def test_api_solve_runs_mcts_in_process(trained_dir):
     assert sol.stats["iterations"] <= 4 and sol.stats["nodes"] >= 2 and sol.stats["generated_tokens"] > 0
     assert sol.text == "".join(s + "\n" for s in sol.steps)
     assert sol.steps[-1] == "The answer is 3" and sol.answer == "3"  # the memorised solution
+
+
+def test_a_requests_samples_do_not_depend_on_its_batch(tmp_path_factory, backbone):
+    """Per-row generators: the same (prefix, seed) gives the same samples alone or among others, so a
+    resumed search repeats an uninterrupted one whatever the worker batched together."""
+    from actors.policy import PolicyActor
+
+    untrained = build_tiny(tmp_path_factory.mktemp("untrained"))  # high-entropy: samples differ a lot
+    actor = PolicyActor(untrained, backbone, PolicyConfig(max_batch_size=3))
+    mine = Propose("1+2", ("1+2=3",), n=3, temperature=1.0, seed=42)
+    others = [Propose(f"{i}*{i}", (), n=2, temperature=1.0, seed=i) for i in range(1, 5)]
+    [alone] = actor.propose([mine])
+    mixed = actor.propose([*others[:2], mine, *others[2:]])
+    assert mixed[2] == alone
+    assert len(set(alone.steps)) > 1  # the samples of one request differ from each other
+    [other_seed] = actor.propose([Propose("1+2", ("1+2=3",), n=3, temperature=1.0, seed=43)])
+    assert other_seed.steps != alone.steps
