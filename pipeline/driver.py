@@ -40,13 +40,14 @@ class Driver:
         with self.metrics.phase("start", 0):  # cached per machine, so cheap to redo on resume
             models = phases.start_models(self.cfg, self.run)
         cfg, run, train = self.cfg, self.run, self.train
+        method = phases.method_phases(cfg.method)
         self.phase(0, "eval", self.evaluate, 0, models)
         for k in range(1, cfg.iteration + 1):
-            self.phase(k, "search", phases.search, cfg, run, lambda m=models: self.pools(m), train, k)
-            self.phase(k, "values", phases.infer_values, cfg, run, train, k)
+            self.phase(k, "search", method.generate, cfg, run, lambda m=models: self.pools(m), train, k)
+            self.phase(k, "values", method.select, cfg, run, train, k)
             self.close_pool()  # generation actors give their CPUs/GPUs back before training
-            policy = self.phase(k, "sft", phases.train_policy, cfg, run, models, k)
-            prm = self.phase(k, "prm", phases.train_prm, cfg, run, models, k)
+            policy = self.phase(k, "sft", method.train_policy, cfg, run, models, k)
+            prm = self.phase(k, "prm", method.train_prm, cfg, run, models, k)
             models = {**models, "policy_dir": policy["policy_dir"], "prm_dir": prm["prm_dir"]}
             self.phase(k, "eval", self.evaluate, k, models)
         self.close_pool()

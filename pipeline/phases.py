@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,31 @@ from pipeline.records import PRMExample, Question, SFTExample, from_dict, to_dic
 from pipeline.rundir import RunDir, atomic_write_jsonl, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MethodPhases:
+    """The four per-round phases of a self-training method; the driver calls them in this order.
+
+    generate(cfg, run, get_pool, train, k) -> (files, info)   search / sampling on the training questions
+    select(cfg, run, train, k) -> (files, info)               training data from what was generated
+    train_policy(cfg, run, models, k) -> (files, info)        info must hold "policy_dir"
+    train_prm(cfg, run, models, k) -> (files, info)           info must hold "prm_dir"
+    """
+
+    generate: Callable[..., Any]
+    select: Callable[..., Any]
+    train_policy: Callable[..., Any]
+    train_prm: Callable[..., Any]
+
+
+def method_phases(method: str) -> MethodPhases:
+    """`method=rest_mcts` is defined here; the baselines (rest_em, self_rewarding) in pipeline.methods."""
+    if method == "rest_mcts":
+        return MethodPhases(search, infer_values, train_policy, train_prm)
+    from pipeline.methods import baseline_phases
+
+    return baseline_phases(method)
 
 
 def write_json(path: Path, data: Any) -> None:
