@@ -3,8 +3,9 @@
 - `ensure_warm_start`: SFT of the untrained tiny policy on the worked solutions of
   `warm_start_set(task_cfg, seed)` (easy difficulties only, so round 0 solves those and fails the
   longer ones: the frontier self-training needs).
-- `ensure_initial_prm`: the PRM base regressed on D_V0 (`trainers.dv0`) built from `dv0_size` generated
-  questions (disjoint from the train and held-out sets) with gold solutions.
+- `ensure_initial_prm`: a value head on the warm-started policy's backbone, regressed on D_V0
+  (`trainers.dv0`) built from `dv0_size` generated questions (disjoint from the train and held-out
+  sets; difficulties `dv0_difficulties`, default all train difficulties) with gold solutions.
 
 Both train in-process (`backbone.warm_start` / `backbone.initial_prm`, num_workers=0 by default):
 one process with torch threads on every core is faster here than two Ray Train workers on two cores
@@ -88,7 +89,9 @@ def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: in
 def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
     """Directory of the round-0 PRM trained on D_V0, trained on first call, cached after."""
     _require_arith(task_cfg)
-    base = resolve_backbone(backbone_cfg, task_cfg, cache_dir, seed).prm_dir
+    # The PRM starts from the warm-started policy, the tiny stand-in for the paper's pretrained value
+    # backbones: from the untrained base, D_V0 regression stayed near the constant predictor (MSE ~0.11).
+    base = ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed)
     train_cfg = backbone_cfg.initial_prm
     spec = _spec("initial_prm", base, backbone_cfg, task_cfg, train_cfg, seed)
 

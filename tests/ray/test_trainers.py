@@ -4,6 +4,7 @@ and the same jobs in-process (num_workers=0). Each TorchTrainer.fit costs ~30 s 
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -114,3 +115,36 @@ def test_ray_train_deepspeed_sft_zero3_and_prm_zero2(ray_session, base_dir, tmp_
     model, tok = load_prm(str(tmp_path / "prm"))
     values = score_texts(model, tok, [FMT.prefix(e.question, e.steps) for e in prm_examples(2)], 256, 4)
     assert all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_round0_warm_start_and_initial_prm_are_cached(tmp_path):
+    """The driver's round-0 entry points on a tiny budget: built once, then found in the cache."""
+    from transformers import AutoModelForCausalLM
+
+    from conf.load import compose
+    from trainers.warm_start import ensure_initial_prm, ensure_warm_start
+
+    cfg = compose(
+        [
+            "task.warm_size=24",
+            "task.dv0_size=8",
+            "task.train_size=16",
+            "task.heldout_size=8",
+            "backbone.warm_start.max_steps=2",
+            "backbone.warm_start.micro_batch_size=8",
+            "backbone.initial_prm.max_steps=2",
+            "backbone.initial_prm.micro_batch_size=8",
+        ]
+    )
+    cache = str(tmp_path / "cache")
+    policy = ensure_warm_start(cfg.backbone, cfg.task, cache, seed=0)
+    AutoModelForCausalLM.from_pretrained(policy)
+    prm = ensure_initial_prm(cfg.backbone, cfg.task, cache, seed=0)
+    model, tok = load_prm(prm)
+    assert 0.0 <= score_texts(model, tok, ["Q:1+2\n1+2=3\n"], 64, 1)[0] <= 1.0
+    mtime = (tmp_path / "cache").stat().st_mtime_ns
+    assert ensure_warm_start(cfg.backbone, cfg.task, cache, seed=0) == policy
+    assert ensure_initial_prm(cfg.backbone, cfg.task, cache, seed=0) == prm
+    assert (tmp_path / "cache").stat().st_mtime_ns == mtime  # nothing rebuilt
+    with pytest.raises(ValueError, match="task=arith"):
+        ensure_warm_start(cfg.backbone, SimpleNamespace(name="file"), cache, seed=0)
