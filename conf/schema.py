@@ -228,6 +228,9 @@ class BaselineConfig:
     rest_em_samples: int = 8  # CoT samples per question per round (when match_budget is off)
     rest_em_top_k: int = 2  # distinct correct samples kept per question for SFT
     match_budget: bool = True  # sample until ReST-MCTS*'s counted search-phase tokens of the round are spent
+    # A rest_mcts run directory whose state.json gives round k's counted search tokens (the budget);
+    # None: no reference, rest_em_samples per question. mode=compare sets it to its rest_mcts run.
+    budget_run: str | None = None
     judge: str = "prm"  # prm: the PRM scores samples (tiny backbones cannot judge) | llm: LLM_JUDGE_PROMPT
     min_margin: float = 0.1  # best - worst judge score (on [0, 1]; LLM scores mapped by judge_unit)
     dpo_beta: float = 0.1  # DPO temperature: higher stays closer to the reference policy
