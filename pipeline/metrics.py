@@ -17,6 +17,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _GAUGES = ("round", "phase_index", "questions_searched", "expansions_per_s", "prm_batch_size", "accuracy")
+RESERVED = ("event", "round", "time", "phase", "seconds")  # keys every event sets itself
 PHASES = ("start", "search", "values", "sft", "prm", "reload", "eval")
 
 
@@ -42,7 +43,8 @@ class MetricsLog:
         info: dict[str, Any] = {}
         yield info
         seconds = time.monotonic() - t0
-        self.event("phase_end", round, phase=name, seconds=round_float(seconds), **info)
+        fields = {k: v for k, v in info.items() if k not in RESERVED}
+        self.event("phase_end", round, phase=name, seconds=round_float(seconds), **fields)
         log.info("round %d: %s done in %.1f s", round, name, seconds)
 
     def read(self) -> list[dict[str, Any]]:

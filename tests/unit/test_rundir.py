@@ -50,10 +50,11 @@ def test_metrics_log_lines_and_phase_timer(tmp_path):
     m = MetricsLog(tmp_path / "metrics.jsonl")
     m.event("hello", round=0, x=1.5)
     with m.phase("search", round=1) as info:
-        info["shards"] = 2
+        info.update(shards=2, round=7, seconds=-1)  # a phase's own round/seconds never clobber the event's
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["event"] for r in rows] == ["hello", "phase_start", "phase_end"]
     assert rows[2]["phase"] == "search" and rows[2]["shards"] == 2 and rows[2]["seconds"] >= 0
+    assert rows[2]["round"] == 1
 
 
 def test_jsonl_round_trip(tmp_path):
