@@ -198,7 +198,7 @@ class PoolConfig:
 
 
 @dataclass
-class ValuesConfig:
+class SelectionConfig:
     """Value inference and trace selection (docs/ALGORITHM.md section 3)."""
 
     sft_top_k: int = 2  # distinct correct traces kept per question, best value first
@@ -273,7 +273,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    values: ValuesConfig = field(default_factory=ValuesConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)  # not `values`: a dict method
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -302,7 +302,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "backbone.warm_start.bf16": ("auto", "true", "false"),
     "backbone.initial_prm.bf16": ("auto", "true", "false"),
     "policy.engine": ("hf", "vllm", "endpoint"),
-    "values.sft_filter": ("correct", "authors", "oracle"),
+    "selection.sft_filter": ("correct", "authors", "oracle"),
     "baselines.judge": ("prm", "llm"),
     "baselines.dpo.bf16": ("auto", "true", "false"),
 }

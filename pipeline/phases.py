@@ -135,7 +135,7 @@ def infer_values(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
                 continue
             trace_ok = (lambda steps, q=q: check(q, steps)) if check else None
             prm += prm_examples(tree.nodes, q.content, q.answer, fmt.answer_prefix)
-            chosen = select_sft(tree.nodes, q.content, cfg.values, fmt, gold=q.answer, trace_ok=trace_ok)
+            chosen = select_sft(tree.nodes, q.content, cfg.selection, fmt, gold=q.answer, trace_ok=trace_ok)
             sft += chosen
             steps_ok += [trace_ok(e.steps) for e in chosen] if trace_ok else []
     sft = [_with_source(e, k) for e in sft]

@@ -156,7 +156,7 @@ def select_sft(
         if mode == "oracle" and trace_ok is not None:
             keep = [n for n in keep if trace_ok(n.steps)]
     else:
-        raise ValueError(f"values.sft_filter must be correct, authors or oracle, not {mode!r}")
+        raise ValueError(f"selection.sft_filter must be correct, authors or oracle, not {mode!r}")
     keep.sort(key=lambda n: (-n.value, n.node_id))
     prompt = prompt_format.prompt(question, tokenizer)
     chosen: list[SFTExample] = []

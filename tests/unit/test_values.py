@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conf.schema import ValuesConfig
+from conf.schema import SelectionConfig
 from pipeline.prompting import PromptFormat
 from pipeline.records import NodeRecord, PRMExample
 from pipeline.values import (
@@ -196,41 +196,41 @@ FMT = PromptFormat(template="Q:{question}\n", delimiter="\n")
 
 def test_select_sft_keeps_best_distinct_correct_traces():
     tree = make_tree(SFT_SPEC)
-    chosen = select_sft(tree, "2+3?", ValuesConfig(sft_top_k=2), FMT, gold="5")
+    chosen = select_sft(tree, "2+3?", SelectionConfig(sft_top_k=2), FMT, gold="5")
     assert [c.steps for c in chosen] == [("x = 5", "The answer is 5"), ("x  = 5 ", "The answer is 5")]
     assert [c.value for c in chosen] == [0.95, 0.85]
     first = chosen[0]
     assert first.prompt == "Q:2+3?\n" and first.solution == "x = 5\nThe answer is 5\n"
     assert first.question_id == "q" and first.source == "mcts"
-    assert select_sft(tree, "2+3?", ValuesConfig(sft_top_k=5), FMT, gold="5")[-1].value == 0.7
-    assert select_sft(tree, "2+3?", ValuesConfig(), FMT, gold=None) == []
+    assert select_sft(tree, "2+3?", SelectionConfig(sft_top_k=5), FMT, gold="5")[-1].value == 0.7
+    assert select_sft(tree, "2+3?", SelectionConfig(), FMT, gold=None) == []
 
 
 def test_select_sft_deduplicates_by_step_text():
     spec = dict(SFT_SPEC)
     spec[7] = (0, " x = 5", False, 0.8)  # same text as node 3 once stripped
-    chosen = select_sft(make_tree(spec), "2+3?", ValuesConfig(sft_top_k=5), FMT, gold="5")
+    chosen = select_sft(make_tree(spec), "2+3?", SelectionConfig(sft_top_k=5), FMT, gold="5")
     assert [c.value for c in chosen] == [0.95, 0.7]
 
 
 def test_select_sft_authors_filter_checks_no_correctness():
     tree = make_tree(SFT_SPEC)
-    cfg = ValuesConfig(sft_filter="authors", sft_top_k=5, authors_min_value=0.2, authors_min_chars=20)
+    cfg = SelectionConfig(sft_filter="authors", sft_top_k=5, authors_min_value=0.2, authors_min_chars=20)
     chosen = select_sft(tree, "2+3?", cfg, FMT)
     # solution texts (stripped): "guess\nThe answer is 6" 21 chars, PRM 0.99: kept although wrong;
     # "x = 5\n..." 21, "x  = 5 \n..." 23, "x = 2 + 3\n..." 25 chars
     assert [c.value for c in chosen] == [0.99, 0.95, 0.85, 0.7]
-    strict = ValuesConfig(sft_filter="authors", sft_top_k=5, authors_min_value=0.9, authors_min_chars=21)
+    strict = SelectionConfig(sft_filter="authors", sft_top_k=5, authors_min_value=0.9, authors_min_chars=21)
     assert [c.value for c in select_sft(tree, "2+3?", strict, FMT)] == [0.99, 0.95]
-    longer = ValuesConfig(sft_filter="authors", sft_top_k=5, authors_min_value=0.8, authors_min_chars=23)
+    longer = SelectionConfig(sft_filter="authors", sft_top_k=5, authors_min_value=0.8, authors_min_chars=23)
     assert [c.value for c in select_sft(tree, "2+3?", longer, FMT)] == [0.85]
 
 
 def test_select_sft_oracle_uses_the_trace_checker():
     tree = make_tree(SFT_SPEC)
-    cfg = ValuesConfig(sft_filter="oracle", sft_top_k=5)
+    cfg = SelectionConfig(sft_filter="oracle", sft_top_k=5)
     chosen = select_sft(tree, "2+3?", cfg, FMT, gold="5", trace_ok=lambda steps: "+" in steps[0])
     assert [c.steps[0] for c in chosen] == ["x = 2 + 3"]
     assert len(select_sft(tree, "2+3?", cfg, FMT, gold="5")) == 3  # no checker: same as "correct"
     with pytest.raises(ValueError, match="sft_filter"):
-        select_sft(tree, "2+3?", ValuesConfig(sft_filter="best"), FMT, gold="5")
+        select_sft(tree, "2+3?", SelectionConfig(sft_filter="best"), FMT, gold="5")
