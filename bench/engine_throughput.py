@@ -141,10 +141,12 @@ def main() -> None:
         f"branch={args.branch} max_step_tokens={args.step_tokens} cpus={os.cpu_count()}",
         flush=True,
     )
-    rows = [
-        bench_engine(name, paths.policy_dir, cfg.backbone, cfg.policy, prm, questions, search_cfg)
-        for name in args.engines.split(",")
-    ]
+    rows = []
+    for name in args.engines.split(","):
+        rows.append(
+            bench_engine(name, paths.policy_dir, cfg.backbone, cfg.policy, prm, questions, search_cfg)
+        )
+        print(f"done {name}: {rows[-1]}", flush=True)
     keys = list(rows[0])
     print(f"{'':>16}" + "".join(f"{r['engine']:>12}" for r in rows))
     for key in keys[1:]:

@@ -181,7 +181,10 @@ def test_mcts_through_the_in_process_vllm_engine(backbone, model_dir, prm):
         assert len(outcomes) == len(QUESTIONS)
         request = [Propose(QUESTIONS[1][1], ("Tom has 4 apples.",), 3, 0.7, 11)]
         before = engine.propose(request)
+        [sol] = engine.greedy_solve([QUESTIONS[0][1]], max_steps=4)  # eval `cot`, step by step
+        assert 1 <= len(sol.steps) <= 4 and 0 < sol.tokens <= backbone.max_solution_tokens
         engine.reload(model_dir)  # a fresh LLM on the (same) directory: per-request seeds reproduce
         assert engine.propose(request) == before
+        assert engine.greedy_solve([QUESTIONS[0][1]], max_steps=4) == [sol]
     finally:
         engine.release()
