@@ -85,14 +85,34 @@ class Driver:
         results = evaluate_methods(
             self.pools(models), self.heldout, self.cfg, k, self.run.round_dir(k) / "eval"
         )
+        quality = self.step_quality(k)
+        if quality is not None:
+            results["prm_step_auc"] = quality
         path = self.run.round_dir(k) / "eval.json"
         phases.write_json(path, results)
-        self.metrics.event("eval", k, **{f"acc_{m}": r["accuracy"] for m, r in results["methods"].items()})
+        accuracies = {f"acc_{m}": r["accuracy"] for m, r in results["methods"].items()}
+        if quality is not None:
+            accuracies["prm_step_auc"] = quality["auc"]
+        self.metrics.event("eval", k, **accuracies)
         per_round = round_accuracies(self.run, upto=k, current={k: results})
         from pipeline.plots import plot_accuracy
 
         plot_accuracy(per_round, self.run.root / "plots" / "accuracy.png", title=f"run {self.run.root.name}")
         return [path], results
+
+    def step_quality(self, k: int) -> dict[str, Any] | None:
+        """PRM step AUC on this round's held-out MCTS* trees (arith only: steps can be checked)."""
+        trees_dir = self.run.round_dir(k) / "eval" / "mcts"
+        if self.cfg.task.name != "arith" or not trees_dir.is_dir():
+            return None
+        from actors.search_worker import load_shard
+        from pipeline.quality import arith_first_error, step_auc
+
+        trees = [t.nodes for p in sorted(trees_dir.glob("shard-*.jsonl")) for t in load_shard(p)]
+        questions = {q.id: q for q in self.heldout}
+        result = step_auc(trees, questions, arith_first_error(self.cfg.backbone.answer_prefix))
+        log.info("round %d PRM step AUC on held-out MCTS* trees: %s", k, result)
+        return result
 
 
 def train_main(cfg: DictConfig, train: list[Question], heldout: list[Question]) -> int:

@@ -14,6 +14,7 @@ PURE = [
     "pipeline.search.tot",
     "pipeline.search.seeding",
     "pipeline.values",
+    "pipeline.quality",
     "pipeline.grading",
     "pipeline.records",
     "pipeline.prompting",

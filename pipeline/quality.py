@@ -1,0 +1,73 @@
+"""Step-level quality of a value model, measured on search trees with a task's step checker.
+
+An *evaluation instrument* (arith only, where steps can be checked): ReST-MCTS* itself only ever sees
+final answers. `step_auc` asks how well the PRM values of a tree's nodes separate partial solutions whose
+every step is right from those with a wrong step: the ROC AUC of `prm_value` (the PRM's own score at node
+creation, not the backed-up V) against that label, over every non-root node of the given trees.
+0.5 = no better than chance, 1.0 = every right prefix scored above every wrong one.
+
+Pure: standard library only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from pipeline.records import NodeRecord, Question
+
+# check(question, steps) -> index of the first wrong step, or None when every step is right
+FirstError = Callable[[Question, Sequence[str]], "int | None"]
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """ROC AUC (Mann-Whitney U / (n_pos * n_neg)), ties counted half. None without both classes."""
+    if len(scores) != len(labels):
+        raise ValueError("scores and labels differ in length")
+    ranked = sorted(zip(scores, labels, strict=True), key=lambda p: p[0])
+    n_pos = sum(1 for _, y in ranked if y)
+    n_neg = len(ranked) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    # average rank (1-based) of each tie group, summed over the positives
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        avg = (i + 1 + j) / 2
+        rank_sum += avg * sum(1 for k in range(i, j) if ranked[k][1])
+        i = j
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def prefix_right(first_error: int | None, depth: int) -> bool:
+    """A partial solution of `depth` steps is right when its first wrong step (if any) comes later."""
+    return first_error is None or first_error >= depth
+
+
+def step_auc(
+    trees: Iterable[Sequence[NodeRecord]], questions: dict[str, Question], first_error: FirstError
+) -> dict[str, Any]:
+    """{"auc": float | None, "nodes": int, "right": int} over the non-root nodes of `trees` whose
+    question is in `questions` (by id)."""
+    scores: list[float] = []
+    labels: list[bool] = []
+    for nodes in trees:
+        for node in nodes:
+            q = questions.get(node.question_id)
+            if q is None or node.depth == 0:
+                continue
+            scores.append(float(node.prm_value))
+            labels.append(prefix_right(first_error(q, node.steps), node.depth))
+    return {"auc": auc(scores, labels), "nodes": len(scores), "right": sum(labels)}
+
+
+def arith_first_error(answer_prefix: str) -> FirstError:
+    """The arith task's step checker as a `FirstError`."""
+    from pipeline.tasks.arith import check_trace
+
+    def first_error(question: Question, steps: Sequence[str]) -> int | None:
+        return check_trace(question, steps, answer_prefix).first_error
+
+    return first_error
