@@ -11,10 +11,14 @@ Both train in-process (`backbone.warm_start` / `backbone.initial_prm`, num_worke
 one process with torch threads on every core is faster here than two Ray Train workers on two cores
 (~30 s fixed cost per fit plus gloo all-reduce per step). Each entry lives under
 `<cache_dir>/round0/<kind>-<hash of every input>/` and is built in a temp dir renamed into place.
+The task enters the hash only through the digest of the question set trained on: round 0's sets are
+drawn before (and avoided by) the train/held-out sets, so runs of any train/held-out size share one
+round 0 per seed and calibration.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, is_dataclass
@@ -28,7 +32,7 @@ from trainers.job import train_cfg_dict
 
 log = logging.getLogger(__name__)
 
-ROUND0_VERSION = 1  # bump when the recipe changes in a way that must not reuse old cache entries
+ROUND0_VERSION = 2  # bump when the recipe changes in a way that must not reuse old cache entries
 
 
 def _plain(cfg: Any) -> dict:
@@ -47,13 +51,23 @@ def _require_arith(task_cfg: Any) -> None:
         )
 
 
-def _spec(kind: str, base_dir: str, backbone_cfg: Any, task_cfg: Any, train_cfg: Any, seed: int) -> dict:
+def _digest(questions: list) -> str:
+    """Hash of a question set's contents and gold solutions: what a round-0 model is trained on."""
+    h = hashlib.sha256()
+    for q in questions:
+        h.update(json.dumps([q.content, list(q.solution or ())]).encode())
+    return h.hexdigest()
+
+
+def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: Any, seed: int) -> dict:
+    """Every input of a round-0 build. The task enters only through `data` (its question set's digest
+    and size), so runs with other train/held-out sizes share the entry."""
     return {
         "kind": kind,
         "version": ROUND0_VERSION,
         "base_dir": str(Path(base_dir).resolve()),
         "prompt": asdict(PromptFormat.from_backbone(backbone_cfg)),
-        "task": _plain(task_cfg),
+        "data": data,
         "train": train_cfg_dict(train_cfg),
         "seed": seed,
     }
@@ -67,11 +81,12 @@ def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: in
 
     base = resolve_backbone(backbone_cfg, task_cfg, cache_dir, seed).policy_dir
     train_cfg = backbone_cfg.warm_start
-    spec = _spec("warm_start", base, backbone_cfg, task_cfg, train_cfg, seed)
+    questions = warm_start_set(task_cfg, seed)
+    data = {"warm_set": _digest(questions), "size": len(questions)}
+    spec = _spec("warm_start", base, backbone_cfg, data, train_cfg, seed)
     fmt = PromptFormat.from_backbone(backbone_cfg)
 
     def build(tmp: Path) -> None:
-        questions = warm_start_set(task_cfg, seed)
         examples = [
             SFTExample(q.id, fmt.prompt(q.content), fmt.solution(q.solution), q.solution, 1.0, "warm_start")
             for q in questions
@@ -93,12 +108,14 @@ def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: i
     # backbones: from the untrained base, D_V0 regression stayed near the constant predictor (MSE ~0.11).
     base = ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed)
     train_cfg = backbone_cfg.initial_prm
-    spec = _spec("initial_prm", base, backbone_cfg, task_cfg, train_cfg, seed)
+    questions = dv0_questions(task_cfg, seed)
+    data = {"dv0_set": _digest(questions), "size": len(questions), "corruptions": task_cfg.dv0_corruptions}
+    spec = _spec("initial_prm", base, backbone_cfg, data, train_cfg, seed)
 
     def build(tmp: Path) -> None:
         metrics = build_initial_prm(
             base,
-            dv0_questions(task_cfg, seed),
+            questions,
             str(tmp / "prm"),
             train_cfg,
             seed,
@@ -112,15 +129,10 @@ def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: i
 
 
 def dv0_questions(task_cfg: Any, seed: int) -> list:
-    """`dv0_size` arith questions with gold solutions, disjoint from the train and held-out sets."""
-    from pipeline.tasks.arith import generate, make_task_split
+    """`dv0_size` arith questions with gold solutions (the train and held-out sets avoid them)."""
+    from pipeline.tasks.arith import dv0_set
 
-    train, heldout = make_task_split(task_cfg, seed)
-    difficulties = list(task_cfg.dv0_difficulties) or list(task_cfg.train_difficulties)
-    exclude = {q.content for q in train} | {q.content for q in heldout}
-    return generate(
-        task_cfg.dv0_size, difficulties, seed=seed, max_operand=task_cfg.max_operand, exclude=exclude
-    )
+    return dv0_set(task_cfg, seed)
 
 
 def build_initial_prm(

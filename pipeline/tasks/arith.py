@@ -154,33 +154,36 @@ def generate(
 
 def make_task_split(task_cfg: Any, seed: int) -> tuple[list[Question], list[Question]]:
     """(train, heldout): `train_size` problems over `train_difficulties` and `heldout_size` spread
-    evenly over `heldout_difficulties`, disjoint. The held-out set depends only on its own settings,
-    max_operand and the seed (not on train_size)."""
+    evenly over `heldout_difficulties`, disjoint from each other and from round 0's data (the warm
+    start set and D_V0). Round 0's sets are drawn first and never depend on the train/held-out sizes, so
+    one cached round 0 serves runs of any size; the held-out set does not depend on `train_size`."""
+    reserved = {q.content for q in warm_start_set(task_cfg, seed)} | {
+        q.content for q in dv0_set(task_cfg, seed)
+    }
     heldout = _generate(
         _even_counts(task_cfg.heldout_size, list(task_cfg.heldout_difficulties)),
         f"{seed}/heldout",
         task_cfg.max_operand,
         0.0,
-        set(),
+        reserved,
     )
     train = _generate(
         _even_counts(task_cfg.train_size, list(task_cfg.train_difficulties)),
         f"{seed}/train",
         task_cfg.max_operand,
         0.0,
-        {q.content for q in heldout},
+        reserved | {q.content for q in heldout},
     )
     return train, heldout
 
 
 def warm_start_set(task_cfg: Any, seed: int) -> list[Question]:
-    """`warm_size` problems over `warm_difficulties`, disjoint from the train and held-out sets.
+    """`warm_size` problems over `warm_difficulties` (the train and held-out sets avoid them).
 
     A share `warm_long_fraction` (rounded) is longer: difficulties above max(warm_difficulties) up to the
     largest train/held-out difficulty, each next one getting half the share of the previous (2:1 as in
     the calibration of docs/MEASURED). This share decides how far round 0 sits from the frontier.
     """
-    train, heldout = make_task_split(task_cfg, seed)
     warm = list(task_cfg.warm_difficulties)
     top = max([*task_cfg.train_difficulties, *task_cfg.heldout_difficulties, max(warm) + 1])
     longer = list(range(max(warm) + 1, min(top, MAX_DIFFICULTY) + 1))
@@ -192,8 +195,16 @@ def warm_start_set(task_cfg: Any, seed: int) -> list[Question]:
     counts = {d: c for d, c in counts.items() if c > 0}
     for d, c in _even_counts(task_cfg.warm_size - n_long, warm).items():
         counts[d] = counts.get(d, 0) + c
-    exclude = {q.content for q in train} | {q.content for q in heldout}
-    return _generate(counts, f"{seed}/warm", task_cfg.max_operand, 0.0, exclude)
+    return _generate(counts, f"{seed}/warm", task_cfg.max_operand, 0.0, set())
+
+
+def dv0_set(task_cfg: Any, seed: int) -> list[Question]:
+    """D_V0's `dv0_size` questions (with gold solutions) over `dv0_difficulties` (empty: the train
+    difficulties); the train and held-out sets avoid them."""
+    difficulties = list(task_cfg.dv0_difficulties) or list(task_cfg.train_difficulties)
+    return _generate(
+        _even_counts(task_cfg.dv0_size, difficulties), f"{seed}/dv0", task_cfg.max_operand, 0.0, set()
+    )
 
 
 # ------------------------------------------------------------------------------------ expression parser

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.tasks import arith
-from pipeline.tasks.arith import check_trace, evaluate, generate, make_task_split, warm_start_set
+from pipeline.tasks.arith import check_trace, dv0_set, evaluate, generate, make_task_split, warm_start_set
 
 Q = "((9*9)-30)-16"
 GOLD = ("9*9=81", "81-30=51", "51-16=35", "The answer is 35")
@@ -23,6 +23,8 @@ def task(**overrides):
         warm_size=300,
         warm_long_fraction=0.1,
         max_operand=20,
+        dv0_size=200,
+        dv0_difficulties=[],
     )
     cfg.update(overrides)
     return SimpleNamespace(**cfg)
@@ -100,6 +102,12 @@ def test_warm_start_set_mix_and_disjoint_from_heldout():
     assert counts == {2: 135, 3: 135, 4: 20, 5: 10}
     assert not {q.content for q in warm} & ({q.content for q in heldout} | {q.content for q in train})
     assert warm == warm_start_set(cfg, seed=0)
+    # round 0's data does not depend on the train/held-out sizes (one cached round 0 serves all)
+    assert warm_start_set(task(train_size=7, heldout_size=5), seed=0) == warm
+    dv0 = dv0_set(cfg, seed=0)
+    assert len(dv0) == 200 and {q.difficulty for q in dv0} == {2, 3, 4, 5}
+    assert dv0_set(task(train_size=7, heldout_size=5), seed=0) == dv0
+    assert not {q.content for q in dv0} & ({q.content for q in heldout} | {q.content for q in train})
     none_long = warm_start_set(task(warm_long_fraction=0.0), seed=0)
     assert {q.difficulty for q in none_long} == {2, 3}
 

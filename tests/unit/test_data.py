@@ -128,6 +128,8 @@ def test_load_questions_dispatch(tmp_path):
         warm_difficulties=[2],
         warm_size=10,
         warm_long_fraction=0.0,
+        dv0_size=50,
+        dv0_difficulties=[],
         max_operand=20,
     )
     train, heldout = load_questions(arith_task, data_cfg(), seed=0)
