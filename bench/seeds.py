@@ -81,8 +81,9 @@ def figures(run: dict[str, Any]) -> dict[str, float | None]:
             out[f"r{k} cot d{d}"] = 100 * v
         means[k] = 100 * statistics.fmean(by.values()) if by else None
         out[f"r{k} cot mean over difficulties"] = means[k]
-        auc = (rounds[k]["eval"].get("prm_step_auc") or {}).get("auc")
-        out[f"r{k} PRM step AUC"] = auc
+        quality = rounds[k]["eval"].get("prm_step_auc") or {}
+        out[f"r{k} PRM step AUC"] = quality.get("auc")
+        out[f"r{k} PRM sibling AUC"] = quality.get("sibling_auc")
     if means.get(first) is not None and means.get(last) is not None and last != first:
         out["gain (mean over difficulties, points)"] = means[last] - means[first]
     for k in sorted(rounds):
@@ -90,8 +91,9 @@ def figures(run: dict[str, Any]) -> dict[str, float | None]:
             tp = rounds[k]["values"].get("trace_precision")
             out[f"r{k} trace precision"] = None if tp is None else 100 * tp
         if k not in (first, last) and "eval" in rounds[k]:
-            auc = (rounds[k]["eval"].get("prm_step_auc") or {}).get("auc")
-            out[f"r{k} PRM step AUC"] = auc
+            quality = rounds[k]["eval"].get("prm_step_auc") or {}
+            out[f"r{k} PRM step AUC"] = quality.get("auc")
+            out[f"r{k} PRM sibling AUC"] = quality.get("sibling_auc")
     return out
 
 

@@ -6,6 +6,11 @@ every step is right from those with a wrong step: the ROC AUC of `prm_value` (th
 creation, not the backed-up V) against that label, over every non-root node of the given trees.
 0.5 = no better than chance, 1.0 = every right prefix scored above every wrong one.
 
+The all-node AUC mixes depths: a value that rises with progress (as D_V0's targets k/K do) ranks deep
+nodes high, and deep nodes are wrong more often, so it can fall below 0.5 for a PRM that still orders
+siblings well. `sibling_auc` is what UCT selection actually uses: over pairs of children of one parent
+with one right and one wrong, the share where the right one has the higher PRM value (ties half).
+
 Pure: standard library only.
 """
 
@@ -49,18 +54,34 @@ def prefix_right(first_error: int | None, depth: int) -> bool:
 def step_auc(
     trees: Iterable[Sequence[NodeRecord]], questions: dict[str, Question], first_error: FirstError
 ) -> dict[str, Any]:
-    """{"auc": float | None, "nodes": int, "right": int} over the non-root nodes of `trees` whose
-    question is in `questions` (by id)."""
+    """{"auc", "nodes", "right", "sibling_auc", "sibling_pairs"} over the non-root nodes of `trees`
+    whose question is in `questions` (by id); an AUC is None when a class is missing."""
     scores: list[float] = []
     labels: list[bool] = []
+    wins, pairs = 0.0, 0
     for nodes in trees:
+        children: dict[tuple[str, int], list[tuple[float, bool]]] = {}
         for node in nodes:
             q = questions.get(node.question_id)
             if q is None or node.depth == 0:
                 continue
+            right = prefix_right(first_error(q, node.steps), node.depth)
             scores.append(float(node.prm_value))
-            labels.append(prefix_right(first_error(q, node.steps), node.depth))
-    return {"auc": auc(scores, labels), "nodes": len(scores), "right": sum(labels)}
+            labels.append(right)
+            children.setdefault((node.question_id, node.parent_id), []).append((float(node.prm_value), right))
+        for group in children.values():
+            for v_right, r in group:
+                for v_wrong, w in group:
+                    if r and not w:
+                        pairs += 1
+                        wins += 1.0 if v_right > v_wrong else 0.5 if v_right == v_wrong else 0.0
+    return {
+        "auc": auc(scores, labels),
+        "nodes": len(scores),
+        "right": sum(labels),
+        "sibling_auc": wins / pairs if pairs else None,
+        "sibling_pairs": pairs,
+    }
 
 
 def arith_first_error(answer_prefix: str) -> FirstError:

@@ -44,7 +44,29 @@ def test_step_auc_on_a_hand_written_tree():
     ]
     check = arith_first_error("The answer is")
     result = step_auc([nodes], {"q": q}, check)
-    assert result == {"auc": 1.0, "nodes": 5, "right": 2}
+    # `_node` hangs every node under node 0: 2 right x 3 wrong sibling pairs
+    assert result == {"auc": 1.0, "nodes": 5, "right": 2, "sibling_auc": 1.0, "sibling_pairs": 6}
     # a value model that prefers the wrong prefixes scores below chance
     flipped = [_node("q", n.node_id, n.steps, 1 - n.prm_value) for n in nodes[:6]]
     assert step_auc([flipped], {"q": q}, check)["auc"] == 0.0
+    assert step_auc([flipped], {"q": q}, check)["sibling_auc"] == 0.0
+
+
+def test_sibling_auc_ignores_depth_confounding():
+    """Values rising with depth rank wrong deep nodes above right shallow ones (all-node AUC < 0.5),
+    while every parent still prefers its right child (sibling AUC 1)."""
+    q = Question(id="q", content="((9*9)-30)-16", answer="35")
+
+    def node(i, parent, steps, prm):
+        return NodeRecord("q", i, parent, tuple(steps), len(steps), prm, prm, 1, False)
+
+    nodes = [
+        node(0, -1, [], 0.0),
+        node(1, 0, ["9*9=81"], 0.3),
+        node(2, 0, ["9*9=80"], 0.2),
+        node(3, 2, ["9*9=80", "80-30=50"], 0.6),  # below a wrong node: wrong, only child
+        node(4, 3, ["9*9=80", "80-30=50", "50-16=34"], 0.9),
+    ]
+    result = step_auc([nodes], {"q": q}, arith_first_error("The answer is"))
+    assert result["auc"] < 0.5
+    assert result["sibling_auc"] == 1.0 and result["sibling_pairs"] == 1
