@@ -106,6 +106,8 @@ def validate(cfg: DictConfig) -> None:
     for method in cfg.eval.methods:
         if method not in EVAL_METHODS:
             raise ConfigError(f"bad value in 'eval.methods': {method!r}; allowed: {', '.join(EVAL_METHODS)}")
+    if any(b <= 0 for b in cfg.eval.budgets):
+        raise ConfigError(f"bad value in 'eval.budgets': {list(cfg.eval.budgets)}; multipliers must be > 0")
     if cfg.iteration < 0:
         raise ConfigError(f"bad value for 'iteration': {cfg.iteration}; must be >= 0")
     for key in ("backbone.sft.zero_stage", "backbone.prm_train.zero_stage"):

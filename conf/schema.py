@@ -243,6 +243,12 @@ class EvalConfig:
     n: int = 8  # samples for sc / bon
     search: SearchConfig = field(default_factory=SearchConfig)
     tot: TotConfig = field(default_factory=TotConfig)
+    # Equal-budget sweep: multipliers (e.g. [0.25, 0.5, 1, 2]) of each method's budget knob; every method
+    # but cot (one greedy solution) also runs at each, on the same questions, and eval.json gets "sweep"
+    # (accuracy, tokens/question per point; eval_budget.png). Knobs, rounded half up, at least 1:
+    # sc, bon: n | mcts: search.iteration_limit | tot_bfs: tot.beam (branch and max_depth fixed: tokens
+    # ~ beam * branch per depth) | tot_dfs: tot.budget (expansions). Empty: no sweep.
+    budgets: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -9,6 +9,8 @@ Three self-training runs with the same config (each resumes by itself when run a
 then, with the final rest_mcts models, under `runs/<name>-compare/`:
 
     search_eval.json     evaluate_methods with cot, sc, bon, mcts, tot_bfs, tot_dfs on the held-out questions
+                         (with `eval.budgets=[...]` on the command line, its equal-budget sweep too; the
+                         three training runs evaluate without it)
     orm/, orm.json       an ORM: the round-0 PRM regressed on outcome labels of the rest_em run's round-1 samples
     verifier_samples.jsonl, verifier.json
                          eval.n sampled solutions per held-out question, scored by the PRM and the ORM;
@@ -54,9 +56,12 @@ def compare_main(cfg: Any, argv: Sequence[str]) -> int:
     if not cfg.resume and out.exists():
         shutil.rmtree(out)
     train, heldout = load_questions(cfg.task, cfg.data, seed=cfg.seed)
+    train_base = [a for a in base if a.split("=", 1)[0] != "eval.budgets"]  # the sweep is analysis only
     for m in METHODS:
         own = ["mode=train", f"method={m}", f"run.name={cfg.run.name}-{m}"]
-        rc = train_main(compose(base + own + [f"baselines.budget_run={dirs['rest_mcts']}"]), train, heldout)
+        rc = train_main(
+            compose(train_base + own + [f"baselines.budget_run={dirs['rest_mcts']}"]), train, heldout
+        )
         if rc != 0:
             return rc
     methods = "[" + ",".join(SEARCH_EVAL_METHODS) + "]"
@@ -98,6 +103,8 @@ def analyse(cfg: Any, dirs: dict[str, Path], train: list, heldout: list, out: Pa
     orm_source = dirs["rest_em"] / "round_1" / "samples.jsonl"
     orm_key = {"prm_dir0": models["prm_dir0"], "samples": str(orm_source)}
     search_key = {**models, "methods": list(cfg.eval.methods), "questions": len(heldout)}
+    if cfg.eval.budgets:
+        search_key["budgets"] = list(cfg.eval.budgets)
     verifier_key = {**models, "orm": orm_key, "n": int(cfg.eval.n), "questions": len(heldout)}
     todo = [
         not _fresh(out / "orm.json", orm_key) and orm_source.exists(),
@@ -291,20 +298,39 @@ def _budget_section(dirs: dict[str, Path], iteration: int) -> list[str]:
 
 
 def _search_section(out: Path) -> list[str]:
+    from pipeline.evaluate import budget_points
+    from pipeline.plots import plot_budget
+
     path = out / "search_eval.json"
     data = _load(path)
     lines = ["## (b) Search methods at their token budgets (final rest_mcts models)", ""]
     if not data:
         return lines + [f"Not available: `{path}` is missing.", ""]
     lines += ["| method | accuracy (%) | correct | tokens/question | source |", "|---|---|---|---|---|"]
-    points = {}
     for m, r in data["methods"].items():
-        points[m] = (r["tokens_per_question"], r["accuracy"])
         lines.append(
             f"| {m} | {_pct(r['accuracy'])} | {r['correct']}/{r['total']} | "
             f"{r['tokens_per_question']:.0f} | `{path}` methods.{m} |"
         )
-    plot_budget(points, out / "search_budget.png")
+    sweep = data.get("sweep")
+    if sweep:
+        lines += [
+            "",
+            f"Equal-budget sweep: each method's budget knob times {sweep['budgets']} (cot: one greedy point).",
+            "",
+            "| method | budget scale | knob | accuracy (%) | correct | tokens/question | source |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m, points in sweep["methods"].items():
+            for i, p in enumerate(points):
+                scale = "-" if p["scale"] is None else f"{p['scale']:g}"
+                knob = "greedy" if p["value"] is None else f"{sweep['knobs'][m]}={p['value']}"
+                lines.append(
+                    f"| {m} | {scale} | {knob} | {_pct(p['accuracy'])} | {p['correct']}/{p['total']} | "
+                    f"{p['tokens_per_question']:.0f} | `{path}` sweep.methods.{m}[{i}] |"
+                )
+    title = "search methods: accuracy vs tokens" + (" (budget sweep)" if sweep else " at their budgets")
+    plot_budget(budget_points(data), out / "search_budget.png", title=title)
     return lines + ["", "![accuracy vs tokens](search_budget.png)", ""]
 
 
@@ -363,27 +389,3 @@ def _trace_section(dirs: dict[str, Path], iteration: int) -> list[str]:
                     f"| {k} | PRM pairwise accuracy {when} training (%) | {_pct(prm.get(key))} | {src} |"
                 )
     return lines + [""]
-
-
-def plot_budget(points: dict[str, tuple[float, float]], path: Path) -> Path:
-    """Accuracy (%) against generated tokens per question, one labelled point per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, (tokens, acc) in sorted(points.items()):
-        ax.scatter([max(tokens, 1.0)], [100 * acc], label=method)
-        ax.annotate(method, (max(tokens, 1.0), 100 * acc), textcoords="offset points", xytext=(4, 4))
-    ax.set_xscale("log")
-    ax.set_xlabel("generated tokens per question (log)")
-    ax.set_ylabel("held-out accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.set_title("search methods at their token budgets")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path

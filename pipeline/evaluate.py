@@ -12,16 +12,31 @@
     {"round": k, "questions": N, "methods": {method: {"accuracy": float in [0, 1], "correct": int,
      "total": int, "ungradable": int (no answer extracted, or the grader could not decide),
      "tokens_per_question": float, "seconds": float, "by_difficulty": {"2": accuracy, ...}}}}
+
+`seconds` is the method's wall time; samples shared by `sc` and `bon` count in both.
+
+Equal-budget sweep: with `eval.budgets` set (multipliers such as [0.25, 0.5, 1, 2]) every method except
+`cot` also runs with its budget knob (`BUDGET_KNOBS`) scaled by each multiplier, on the same questions,
+and the results gain
+
+    "sweep": {"budgets": [...], "knobs": {method: "eval.n" | ...},
+              "methods": {method: [{"scale": s, "value": knob value, <the method fields above>}, ...]}}
+
+(`cot` is one point with scale and value null). A (method, knob value) computed once is reused, so the
+multiplier 1 costs nothing extra. `eval_budget.png` plots accuracy against tokens per question.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -32,44 +47,117 @@ from pipeline.search.seeding import derive_seed
 log = logging.getLogger(__name__)
 
 SEARCH_METHODS = ("mcts", "tot_bfs", "tot_dfs")
+# The field under `eval` that sets each method's token budget; `eval.budgets` multiplies it. Tokens grow
+# about linearly in each: samples (sc, bon), search iterations (mcts), beam width (tot_bfs: kept partial
+# solutions per depth, each expanded with `branch` proposals), expansions (tot_dfs). cot has none.
+BUDGET_KNOBS = {
+    "sc": "n",
+    "bon": "n",
+    "mcts": "search.iteration_limit",
+    "tot_bfs": "tot.beam",
+    "tot_dfs": "tot.budget",
+}
+
+
+def budget_value(eval_cfg: Any, method: str, scale: float) -> int | None:
+    """`method`'s knob at budget multiplier `scale`: the configured value times `scale`, rounded half
+    up, at least 1; None for `cot` (one greedy solution, no budget)."""
+    knob = BUDGET_KNOBS.get(method)
+    if knob is None:
+        return None
+    base = reduce(getattr, knob.split("."), eval_cfg)
+    return max(1, math.floor(float(base) * float(scale) + 0.5))
 
 
 def evaluate_methods(
     pool: Any, questions: Sequence[Question], cfg: Any, round: int, out_dir: str | Path | None = None
 ) -> dict[str, Any]:
-    """Run every method of `cfg.eval.methods` on `questions` through the pool. Search trees are written
-    under `out_dir/<method>/` when given (else to a temporary directory)."""
+    """Run every method of `cfg.eval.methods` on `questions` through the pool, then the budget sweep of
+    `cfg.eval.budgets` when set. Search trees are written under `out_dir/<method>/` (sweep points under
+    `out_dir/sweep/<method>-<value>/`) when given, else to a temporary directory."""
+    ev = _Evaluator(pool, questions, cfg, round, out_dir)
     results: dict[str, Any] = {"round": round, "questions": len(questions), "methods": {}}
-    samples: list[list[Any]] | None = None
     for method in cfg.eval.methods:
-        t0 = time.monotonic()
+        results["methods"][method] = r = ev.run(method, budget_value(cfg.eval, method, 1.0), configured=True)
+        log.info("round %d eval %s: %s", round, method, _line(r))
+    budgets = [float(b) for b in (getattr(cfg.eval, "budgets", None) or [])]
+    if budgets:
+        sweep: dict[str, Any] = {"budgets": budgets, "knobs": {}, "methods": {}}
+        for method in cfg.eval.methods:
+            if method not in BUDGET_KNOBS:  # cot: a single greedy point
+                point = {"scale": None, "value": None, **results["methods"][method]}
+                sweep["methods"][method] = [point]
+                continue
+            sweep["knobs"][method] = f"eval.{BUDGET_KNOBS[method]}"
+            sweep["methods"][method] = []
+            for scale in budgets:
+                value = budget_value(cfg.eval, method, scale)
+                r = ev.run(method, value)
+                sweep["methods"][method].append({"scale": scale, "value": value, **r})
+                knob = f"eval.{BUDGET_KNOBS[method]}={value}"
+                log.info("round %d eval %s x%g (%s): %s", round, method, scale, knob, _line(r))
+        results["sweep"] = sweep
+    return results
+
+
+def _with(obj: Any, field: str, value: Any) -> Any:
+    """A copy of the dataclass or OmegaConf node `obj` with `field` set to `value`."""
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.replace(obj, **{field: value})
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(obj, {field: value})
+
+
+class _Evaluator:
+    """Runs (method, knob value) pairs once each; `sc` and `bon` share the samples of one `n`."""
+
+    def __init__(self, pool: Any, questions: Sequence[Question], cfg: Any, round: int, out_dir: Any):
+        self.pool, self.questions, self.cfg, self.round = pool, questions, cfg, round
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.samples: dict[int, tuple[list[list[Any]], float]] = {}
+        self.done: dict[tuple[str, int | None], dict[str, Any]] = {}
+
+    def run(self, method: str, value: int | None, configured: bool = False) -> dict[str, Any]:
+        key = (method, value)
+        if key in self.done:
+            return self.done[key]
+        cfg, t0, extra = self.cfg, time.monotonic(), 0.0
         if method == "cot":
-            sols = pool.map_policy(
+            sols = self.pool.map_policy(
                 "greedy_solve",
-                [q.content for q in questions],
+                [q.content for q in self.questions],
                 cfg.policy.max_batch_size,
                 max_steps=cfg.eval.search.max_depth,
             )
             rows = [(s.steps, s.tokens) for s in sols]
         elif method in ("sc", "bon"):
-            samples = samples or _sample(pool, questions, cfg, round)
-            rows = [_majority(group, cfg) if method == "sc" else _best(group) for group in samples]
+            assert value is not None
+            if value in self.samples:
+                extra = self.samples[value][1]  # sampled for the other method: count that time here too
+            else:
+                groups = _sample(self.pool, self.questions, cfg, self.round, value)
+                self.samples[value] = (groups, time.monotonic() - t0)
+            groups = self.samples[value][0]
+            rows = [_majority(g, cfg) if method == "sc" else _best(g) for g in groups]
         elif method in SEARCH_METHODS:
-            rows = _search(pool, questions, cfg, round, method, out_dir)
+            section, field = BUDGET_KNOBS[method].split(".")
+            node = getattr(cfg.eval, section)
+            search_cfg = node if getattr(node, field) == value else _with(node, field, value)
+            sub = method if configured else f"sweep/{method}-{value}"
+            out = self.out_dir / sub if self.out_dir else None
+            rows = _search(self.pool, self.questions, cfg, self.round, method, search_cfg, out)
         else:
             raise ValueError(f"unknown eval method {method!r}")
-        results["methods"][method] = _score(
-            questions, rows, cfg.backbone.answer_prefix, time.monotonic() - t0
-        )
-        log.info("round %d eval %s: %s", round, method, _line(results["methods"][method]))
-    return results
+        seconds = time.monotonic() - t0 + extra
+        self.done[key] = _score(self.questions, rows, cfg.backbone.answer_prefix, seconds)
+        return self.done[key]
 
 
-def _sample(pool: Any, questions: Sequence[Question], cfg: Any, round: int) -> list[list[Any]]:
-    """`eval.n` samples per question, each with its PRM value: [[(steps, tokens, value), ...], ...]."""
+def _sample(pool: Any, questions: Sequence[Question], cfg: Any, round: int, n: int) -> list[list[Any]]:
+    """`n` samples per question, each with its PRM value: [[(steps, tokens, value), ...], ...]."""
     from pipeline.search.protocol import Score
 
-    n = int(cfg.eval.n)
     chunk = max(1, int(cfg.policy.max_batch_size) // n)
     groups = pool.map_policy(
         "sample_solutions",
@@ -102,13 +190,13 @@ def _best(group: list[Any]) -> tuple[tuple[str, ...], int]:
     return steps, sum(t for _, t, _ in group)
 
 
-def _search(pool, questions, cfg, round, method, out_dir) -> list[tuple[tuple[str, ...], int]]:
+def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[tuple[tuple[str, ...], int]]:
+    """`method` on every question with `search_cfg`; shard files under `out_dir` (else a temporary one)."""
     from actors.search_worker import Shard, load_shard
 
-    search_cfg = cfg.eval.search if method == "mcts" else cfg.eval.tot
     size = max(1, -(-len(questions) // max(1, len(pool.workers))))  # one shard per worker
     with tempfile.TemporaryDirectory(prefix="eval-") as tmp:
-        base = Path(out_dir) / method if out_dir else Path(tmp)
+        base = Path(out_dir) if out_dir else Path(tmp)
         shards = [
             Shard(
                 i,
@@ -166,20 +254,69 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(results: dict[str, Any]) -> str:
+    """The budget sweep, one row per (method, multiplier); empty when `results` has no sweep."""
+    sweep = results.get("sweep")
+    if not sweep:
+        return ""
+    lines = [
+        "| method | budget scale | knob | accuracy (%) | correct | tokens/question | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, points in sweep["methods"].items():
+        for p in points:
+            scale = "-" if p["scale"] is None else f"{p['scale']:g}"
+            knob = "greedy" if p["value"] is None else f"{sweep['knobs'][m]}={p['value']}"
+            lines.append(
+                f"| {m} | {scale} | {knob} | {100 * p['accuracy']:.1f} | {p['correct']}/{p['total']} | "
+                f"{p['tokens_per_question']:.0f} | {p['seconds']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+_SHORT = {"iteration_limit": "iters"}  # plot legends
+
+
+def budget_points(results: dict[str, Any]) -> dict[str, list[tuple[float, float, str]]]:
+    """The lines to plot (methods in `EVAL_METHODS` order): the sweep when the results have one, named
+    "method (knob)" with each point labelled by its knob value; else one point per method."""
+    from conf.schema import EVAL_METHODS
+
+    sweep = results.get("sweep")
+    found = sweep["methods"] if sweep else results["methods"]
+    order = sorted(
+        found, key=lambda m: (EVAL_METHODS.index(m) if m in EVAL_METHODS else len(EVAL_METHODS), m)
+    )
+    if not sweep:
+        return {m: [(found[m]["tokens_per_question"], found[m]["accuracy"], "")] for m in order}
+    out = {}
+    for m in order:
+        knob = sweep["knobs"].get(m, "").rsplit(".", 1)[-1]
+        name = f"{m} ({_SHORT.get(knob, knob)})" if knob else m
+        out[name] = [
+            (p["tokens_per_question"], p["accuracy"], "" if p["value"] is None else str(p["value"]))
+            for p in found[m]
+        ]
+    return out
+
+
 def evaluate_main(cfg: Any, train: list[Question], heldout: list[Question]) -> int:
     """`python run.py mode=evaluate ...`: evaluate the configured checkpoints; a question file is evaluated
-    whole, a generated task on its held-out split. Writes runs/<run.name>/eval.json, prints a table."""
+    whole, a generated task on its held-out split. Writes runs/<run.name>/eval.json and eval_budget.png
+    (accuracy vs tokens per question), prints the table (and the sweep's, with `eval.budgets`)."""
     from actors.cluster import init_ray, shutdown_ray
     from actors.pool import Pool
     from pipeline.api import default_models
+    from pipeline.plots import plot_budget
     from pipeline.rundir import atomic_write_text
 
     questions = train + heldout if cfg.task.name in ("file", "gsm8k") else (heldout or train)
     policy_dir, prm_dir = default_models(cfg)
     out = Path(cfg.run.root) / cfg.run.name
     url = init_ray(cfg.ray)
+    budgets = f", budgets x{list(cfg.eval.budgets)}" if cfg.eval.budgets else ""
     print(
-        f"restmcts: evaluating {len(questions)} questions with {', '.join(cfg.eval.methods)}  |  Ray dashboard {url}"
+        f"restmcts: evaluating {len(questions)} questions with {', '.join(cfg.eval.methods)}{budgets}  |  Ray dashboard {url}"
     )
     pool = None
     try:
@@ -191,6 +328,14 @@ def evaluate_main(cfg: Any, train: list[Question], heldout: list[Question]) -> i
         shutdown_ray()
     results["models"] = {"policy_dir": policy_dir, "prm_dir": prm_dir}
     atomic_write_text(out / "eval.json", json.dumps(results, indent=1, sort_keys=True))
+    png = plot_budget(
+        budget_points(results),
+        out / "eval_budget.png",
+        title=f"{cfg.run.name}: {len(questions)} questions, accuracy vs generated tokens",
+    )
     print(table(results))
-    print(f"restmcts: results in {out / 'eval.json'}")
+    if results.get("sweep"):
+        print()
+        print(sweep_table(results))
+    print(f"restmcts: results in {out / 'eval.json'}, plot {png}")
     return 0

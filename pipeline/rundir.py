@@ -41,6 +41,7 @@ SAFE_TO_CHANGE = (
     "backbone.policy_resources.",
     "backbone.prm_resources.",
     "eval.methods",
+    "eval.budgets",
 )
 
 

@@ -117,3 +117,43 @@ def test_compare_main_composes_three_runs(tmp_path, monkeypatch):
     assert {c.baselines.budget_run for c in seen} == {str(tmp_path / "cmp-rest_mcts")}
     assert analysed["methods"] == list(compare.SEARCH_EVAL_METHODS)
     assert (tmp_path / "cmp-compare" / "report.md").exists()
+
+
+def test_report_draws_the_budget_sweep(tmp_path):
+    dirs = compare.run_dirs(tmp_path, "cmp")
+    out = tmp_path / "out"
+    _fake_analysis(out)
+    data = json.loads((out / "search_eval.json").read_text())
+    point = {"correct": 8, "total": 32, "ungradable": 0, "seconds": 1.0, "by_difficulty": {}}
+    data["sweep"] = {
+        "budgets": [0.5, 1.0],
+        "knobs": {"mcts": "eval.search.iteration_limit"},
+        "methods": {
+            "cot": [{"scale": None, "value": None, "accuracy": 0.3125, "tokens_per_question": 80.0} | point],
+            "mcts": [
+                {"scale": 0.5, "value": 6, "accuracy": 0.25, "tokens_per_question": 300.0} | point,
+                {"scale": 1.0, "value": 12, "accuracy": 0.53125, "tokens_per_question": 610.0} | point,
+            ],
+        },
+    }
+    (out / "search_eval.json").write_text(json.dumps(data))
+    text = compare.build_report(out, dirs, iteration=1).read_text()
+    assert "| 25.0 | 8/32 | 300 |" in _row(text, "| mcts | 0.5 | eval.search.iteration_limit=6 |")
+    assert f"`{out / 'search_eval.json'}` sweep.methods.mcts[1]" in _row(text, "| mcts | 1 |")
+    assert "| cot | - | greedy |" in text and "| bon |" in text  # the configured table stays
+    assert (out / "search_budget.png").stat().st_size > 0
+
+
+def test_compare_sweeps_in_the_analysis_only(tmp_path, monkeypatch):
+    import pipeline.data
+    import pipeline.driver
+
+    seen = []
+    monkeypatch.setattr(pipeline.driver, "train_main", lambda cfg, train, heldout: seen.append(cfg) or 0)
+    monkeypatch.setattr(pipeline.data, "load_questions", lambda *a, **k: ([], []))
+    analysed = {}
+    monkeypatch.setattr(compare, "analyse", lambda cfg, *a: analysed.update(budgets=list(cfg.eval.budgets)))
+    argv = ["mode=compare", f"run.root={tmp_path}", "run.name=cmp", "iteration=1", "eval.budgets=[0.5,2]"]
+    assert compare.compare_main(compose(argv), argv) == 0
+    assert [list(c.eval.budgets) for c in seen] == [[], [], []]
+    assert analysed["budgets"] == [0.5, 2.0]
