@@ -371,7 +371,9 @@ def _trace_section(dirs: dict[str, Path], iteration: int) -> list[str]:
     lines = ["## (d) Trace precision and PRM ranking per round", ""]
     lines.append(
         "Trace precision: share of selected SFT traces whose every step is right (arith only). "
-        "PRM pairwise: on held-out value examples, share of sibling pairs (r=0 vs r=1) ranked right."
+        "PRM pairwise: on held-out value examples, share of sibling pairs (r=0 vs r=1) ranked right. "
+        "PRM step AUC: on the held-out MCTS* trees of the evaluation, how well the PRM's values separate "
+        "prefixes whose every step is right from the others (all nodes; siblings only, as UCT compares)."
     )
     lines += ["", "| round | quantity | value | source |", "|---|---|---|---|"]
     for k in range(1, iteration + 1):
@@ -388,4 +390,24 @@ def _trace_section(dirs: dict[str, Path], iteration: int) -> list[str]:
                 lines.append(
                     f"| {k} | PRM pairwise accuracy {when} training (%) | {_pct(prm.get(key))} | {src} |"
                 )
+    if "rest_mcts" in dirs:
+        lines += _step_auc_rows(dirs["rest_mcts"], iteration)
     return lines + [""]
+
+
+def _step_auc_rows(run_dir: Path, iteration: int) -> list[str]:
+    """PRM step AUC / sibling AUC per round (incl. round 0), from the run's eval.json files: how well the
+    round's PRM separates right from wrong steps on the held-out MCTS* trees (`pipeline.quality`)."""
+    rows = []
+    for k in range(iteration + 1):
+        path = run_dir / f"round_{k}" / "eval.json"
+        quality = (_load(path) or {}).get("prm_step_auc")
+        if not quality:
+            continue
+        for key, label in (("auc", "PRM step AUC, all nodes"), ("sibling_auc", "PRM step AUC, siblings")):
+            value = quality.get(key)
+            text = "-" if value is None else f"{value:.3f}"
+            rows.append(
+                f"| {k} | {label} ({quality.get('nodes')} nodes) | {text} | `{path}` prm_step_auc.{key} |"
+            )
+    return rows

@@ -33,6 +33,10 @@ def _fake_runs(root: Path) -> dict[str, Path]:
     RunDir(dirs["rest_em"]).mark_done(1, "values", [], {"trace_precision": 0.6875})
     prm = {"heldout_before_pairwise_accuracy": 0.5625, "heldout_after_pairwise_accuracy": 0.8125}
     RunDir(dirs["rest_mcts"]).mark_done(1, "prm", [], {"prm_dir": "x"} | prm)
+    path = dirs["rest_mcts"] / "round_1" / "eval.json"
+    data = json.loads(path.read_text())
+    data["prm_step_auc"] = {"auc": 0.4375, "nodes": 90, "right": 30, "sibling_auc": 0.625, "sibling_pairs": 8}
+    path.write_text(json.dumps(data))
     return dirs
 
 
@@ -76,6 +80,11 @@ def test_report_tables_cite_their_files(tmp_path):
     assert "| 87.5 |" in _row(text, "trace precision, rest_mcts", "rounds.1.values.info.trace_precision")
     assert "| 68.8 |" in _row(text, "trace precision, rest_em")
     assert "| 81.2 |" in _row(text, "after training", "heldout_after_pairwise_accuracy")
+    assert "| 0.438 |" in _row(
+        text, "| 1 | PRM step AUC, all nodes (90 nodes)", "round_1/eval.json` prm_step_auc.auc"
+    )
+    assert "| 0.625 |" in _row(text, "| 1 | PRM step AUC, siblings", "prm_step_auc.sibling_auc")
+    assert "| 0 | PRM step AUC" not in text  # round 0's eval.json has no trees checked: no row
     assert (out / "accuracy.png").stat().st_size > 0 and (out / "search_budget.png").stat().st_size > 0
 
 
