@@ -29,7 +29,10 @@ def init_ray(ray_cfg: Any, log_to_driver: bool = True) -> str:
     if address:
         ctx = ray.init(address=address, log_to_driver=log_to_driver, configure_logging=False)
     else:
+        # "local": always a new instance, even when `ray start` left a cluster on this machine (a plain
+        # ray.init() would silently join the latest one); join one with ray.address=auto instead.
         ctx = ray.init(
+            address="local",
             num_cpus=ray_cfg.num_cpus,
             include_dashboard=ray_cfg.include_dashboard,
             dashboard_host=ray_cfg.dashboard_host,

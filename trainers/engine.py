@@ -24,6 +24,8 @@ from trainers.ds_config import build_ds_config, warmup_steps
 from trainers.job import WorkerContext, report
 
 REPORT_MIN_STEPS = 100
+# Optimizer steps left out of the steady-state rate (first-step allocations, DeepSpeed's lazy set-up).
+STEADY_AFTER_STEPS = 2
 
 
 @dataclass
@@ -148,6 +150,10 @@ class LoopResult:
     tokens: int = 0  # non-padding tokens seen, all ranks
     seconds: float = 0.0
     steps: int = 0
+    started_at: float = 0.0  # time.time() as the first micro-step begins (startup = this - job submit)
+    steady_tokens: int = 0  # tokens of the optimizer steps after the first STEADY_AFTER_STEPS, all ranks
+    steady_seconds: float = 0.0  # their wall time, up to the last step's progress report (excluded)
+    steady_cpu_seconds: float = 0.0  # CPU time of the same window (process_time), all ranks
 
 
 def fit(
@@ -169,7 +175,9 @@ def fit(
     else:
         report_every = max(1, plan.optimizer_steps // 20)  # a log line only
     engine.train()
+    result.started_at = time.time()
     start = time.perf_counter()
+    steady_start, steady_cpu0, steady_tokens0 = 0.0, 0.0, 0
     window: list[float] = []
     for i, chunk in enumerate(micro_batches(examples, cfg, ctx, plan)):
         batch = collate(chunk)
@@ -183,17 +191,36 @@ def fit(
             window = []
             result.losses.append(step_loss)
             result.steps += 1
+            now, cpu = time.perf_counter(), time.process_time()  # ranks in step: the all-reduce synced them
+            if result.steps == STEADY_AFTER_STEPS:
+                steady_start, steady_cpu0, steady_tokens0 = now, cpu, result.tokens
+            elif result.steps > STEADY_AFTER_STEPS:
+                result.steady_seconds = now - steady_start
+                result.steady_cpu_seconds = cpu - steady_cpu0
+                result.steady_tokens = result.tokens - steady_tokens0
             if result.steps % report_every == 0 or result.steps == plan.optimizer_steps:
                 elapsed = round(time.perf_counter() - start, 1)
                 report(ctx, {"job": name, "step": result.steps, "loss": step_loss, "seconds": elapsed})
     result.seconds = time.perf_counter() - start
-    (tokens,) = mean_over_ranks([float(result.tokens)], ctx)
-    result.tokens = int(round(tokens * ctx.world_size))
+    sums = [float(result.tokens), float(result.steady_tokens), result.steady_cpu_seconds]
+    tokens, steady, cpu = (v * ctx.world_size for v in mean_over_ranks(sums, ctx))
+    result.tokens, result.steady_tokens = int(round(tokens)), int(round(steady))
+    result.steady_cpu_seconds = cpu
     return result
 
 
 def summary(result: LoopResult, plan: Plan, n_examples: int, ctx: WorkerContext) -> dict:
-    """The metrics every job writes (loss curve, first/final loss, tokens/s, steps, seconds)."""
+    """The metrics every job writes (loss curve, first/final loss, tokens/s, steps, seconds).
+
+    `steady_tokens_per_s` leaves out the first STEADY_AFTER_STEPS optimizer steps and the final
+    progress report (the whole loop's rate when the job is shorter); `steady_cpu_seconds` is the CPU
+    time of all ranks in that window (0 when too short); `loop_started_at` is the wall clock
+    (time.time()) as the first micro-step begins.
+    """
+    if result.steady_seconds > 0:
+        steady = (result.steady_tokens, result.steady_seconds, result.steps - STEADY_AFTER_STEPS)
+    else:  # too short for a steady state: the whole loop
+        steady = (result.tokens, result.seconds, result.steps)
     tail = result.losses[-max(1, len(result.losses) // 10) :]
     head = result.losses[: max(1, len(result.losses) // 10)]
     return {
@@ -206,6 +233,11 @@ def summary(result: LoopResult, plan: Plan, n_examples: int, ctx: WorkerContext)
         "tokens": result.tokens,
         "tokens_per_s": result.tokens / max(result.seconds, 1e-9),
         "train_seconds": result.seconds,
+        "steady_tokens_per_s": steady[0] / max(steady[1], 1e-9),
+        "steady_seconds": steady[1],
+        "steady_steps": steady[2],
+        "steady_cpu_seconds": result.steady_cpu_seconds,
+        "loop_started_at": result.started_at,
         "world_size": ctx.world_size,
         "engine": "deepspeed" if ctx.distributed else "torch",
     }

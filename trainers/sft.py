@@ -102,7 +102,8 @@ def train_sft(
     """Fine-tune the causal LM in `base_dir` on `examples`; write `out_dir`; return the job's metrics.
 
     Metrics: loss_curve (per optimizer step), first_loss, final_loss, steps, tokens_per_s,
-    train_seconds (the loop), job_seconds (everything), out_dir.
+    train_seconds (the loop), steady_tokens_per_s (after the first steps; `engine.summary`),
+    loop_started_at (wall clock at the first step), job_seconds (everything), out_dir.
     """
     loop_config = {
         "base_dir": os.path.abspath(base_dir),
