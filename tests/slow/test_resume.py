@@ -43,6 +43,35 @@ def shard_files(run: Path) -> list[Path]:
     return sorted((run / "round_1" / "search").glob("shard-*.jsonl"))
 
 
+def kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process of its session (Ray's workers sit in their own process
+    groups, so killpg alone leaves them a moment to finish a shard), then wait until all are gone."""
+    victims = [proc.pid]
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            if os.getsid(pid) == proc.pid:
+                victims.append(pid)
+        except OSError:  # exited meanwhile
+            pass
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(alive(pid) for pid in victims[1:]):
+        time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie writes nothing
+    except OSError:
+        return False
+
+
 def run_to_end(cmd: list[str]) -> None:
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -71,8 +100,7 @@ def test_sigkill_during_search_then_resume(tmp_path):
         else:
             pytest.fail("round 1's search never wrote a shard")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_session(proc)
     kept = len(shard_files(killed))
     total = -(-24 // 4)
     assert 0 < kept < total, f"kill landed after {kept} of {total} shards; the test needs a partial search"
