@@ -203,6 +203,9 @@ class SelectionConfig:
 
     sft_top_k: int = 2  # distinct correct traces kept per question, best value first
     sft_filter: str = "correct"  # correct | authors (PRM score >= 0.2, summary >= 50 chars) | oracle
+    # round-0 SFT examples (the warm start's worked solutions; tasks with a warm-start set) mixed into
+    # every round's policy SFT, a fixed sample: 0 = the paper's recipe (self-generated traces only)
+    sft_replay: int = 0
     authors_min_value: float = 0.2
     authors_min_chars: int = 50
 

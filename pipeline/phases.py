@@ -185,17 +185,43 @@ def train_policy(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
     if not examples:
         log.warning("round %d: no SFT traces were selected; the policy is not retrained", k)
         return [], {"policy_dir": models["policy_dir"], "examples": 0}
+    replay = replay_examples(cfg, cfg.selection.sft_replay)
+    if replay:
+        log.info("round %d: SFT on %d traces + %d replayed round-0 examples", k, len(examples), len(replay))
     metrics = train_sft(
         models["policy_dir0"],
-        examples,
+        examples + replay,
         str(out),
         cfg.backbone.sft,
         storage_dir=str(run.root / "ray_train"),
         name=f"sft-round-{k}",
         trust_remote_code=cfg.backbone.trust_remote_code,
     )
-    info = {"policy_dir": str(out), "examples": len(examples), **_scalars(metrics)}
+    info = {"policy_dir": str(out), "examples": len(examples), "replay": len(replay), **_scalars(metrics)}
     return [out], info
+
+
+def replay_examples(cfg: DictConfig, n: int) -> list[SFTExample]:
+    """`n` of the round-0 policy's own SFT examples (the arith warm-start set), the same ones every
+    round (seeded): replay against forgetting, not new information. Empty for n = 0; an error for a task
+    without a warm-start set."""
+    if n <= 0:
+        return []
+    if cfg.task.name != "arith":
+        raise ValueError(
+            f"selection.sft_replay needs a task with a warm-start set (arith), not {cfg.task.name}"
+        )
+    import random
+
+    from pipeline.tasks.arith import warm_start_set
+
+    fmt = PromptFormat.from_backbone(cfg.backbone)
+    questions = warm_start_set(cfg.task, cfg.seed)
+    picked = random.Random(f"replay/{cfg.seed}").sample(questions, min(n, len(questions)))
+    return [
+        SFTExample(q.id, fmt.prompt(q.content), fmt.solution(q.solution), q.solution, 1.0, "replay")
+        for q in picked
+    ]
 
 
 def train_prm(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
