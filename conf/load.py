@@ -125,11 +125,6 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.data.path and not Path(cfg.data.path).is_file():
         raise ConfigError(f"data.path={cfg.data.path} does not exist or is not a file")
-    if cfg.selection.sft_replay and cfg.task.name != "arith":
-        raise ConfigError(
-            f"selection.sft_replay={cfg.selection.sft_replay} needs a task with a warm-start set (task=arith); "
-            "set selection.sft_replay=0"
-        )
     if cfg.selection.sft_replay < 0:
         raise ConfigError(f"bad value for 'selection.sft_replay': {cfg.selection.sft_replay}; must be >= 0")
     if not 0.0 <= cfg.data.heldout_fraction < 1.0:

@@ -203,14 +203,18 @@ def train_policy(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
 
 def replay_examples(cfg: DictConfig, n: int) -> list[SFTExample]:
     """`n` of the round-0 policy's own SFT examples (the arith warm-start set), the same ones every
-    round (seeded): replay against forgetting, not new information. Empty for n = 0; an error for a task
-    without a warm-start set."""
+    round (seeded): replay against forgetting, not new information. Empty for n = 0 and for a task
+    without a warm-start set (a real backbone's round 0 is its pretrained self: nothing to replay)."""
     if n <= 0:
         return []
-    if cfg.task.name != "arith":
-        raise ValueError(
-            f"selection.sft_replay needs a task with a warm-start set (arith), not {cfg.task.name}"
+    if cfg.task.name != "arith" or cfg.backbone.name != "tiny":  # only these are warm-started (start_models)
+        log.info(
+            "selection.sft_replay=%d: no warm-start set here (%s on %s); no replay",
+            n,
+            cfg.backbone.name,
+            cfg.task.name,
         )
+        return []
     import random
 
     from pipeline.tasks.arith import warm_start_set

@@ -24,10 +24,10 @@ def test_replay_is_a_fixed_seeded_sample_of_the_warm_start_set():
     assert len(replay_examples(cfg, 10_000)) == 200  # at most the whole set
 
 
-def test_replay_needs_a_task_with_a_warm_start_set(tmp_path):
+def test_replay_is_empty_without_a_warm_start_set_and_negative_is_refused(tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text('{"content": "1+1", "answer": "2"}\n')
-    with pytest.raises(ConfigError, match="selection.sft_replay"):
-        validate(compose(["task=file", f"data.path={path}", "selection.sft_replay=8"]))
+    assert replay_examples(compose(["task=file", f"data.path={path}", "selection.sft_replay=8"]), 8) == []
+    assert replay_examples(compose(["backbone=smollm2"]), 8) == []  # not warm-started: its own round 0
     with pytest.raises(ConfigError, match="must be >= 0"):
         validate(compose(["selection.sft_replay=-1"]))
