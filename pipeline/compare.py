@@ -404,10 +404,12 @@ def _step_auc_rows(run_dir: Path, iteration: int) -> list[str]:
         quality = (_load(path) or {}).get("prm_step_auc")
         if not quality:
             continue
+        counts = {
+            "auc": f"{quality.get('nodes')} nodes",
+            "sibling_auc": f"{quality.get('sibling_pairs')} pairs",
+        }
         for key, label in (("auc", "PRM step AUC, all nodes"), ("sibling_auc", "PRM step AUC, siblings")):
             value = quality.get(key)
             text = "-" if value is None else f"{value:.3f}"
-            rows.append(
-                f"| {k} | {label} ({quality.get('nodes')} nodes) | {text} | `{path}` prm_step_auc.{key} |"
-            )
+            rows.append(f"| {k} | {label} ({counts[key]}) | {text} | `{path}` prm_step_auc.{key} |")
     return rows
