@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import inspect
 import logging
 import time
 from collections import defaultdict
@@ -378,14 +379,18 @@ class PolicyActor:
         gen = torch.full((ids.shape[0], max_new), pad, dtype=torch.long)
         rows = torch.arange(ids.shape[0], device=ids.device)  # original row of each batch position
         cache = DynamicCache()
+        # transformers >= 5.2x names the argument `cache` (`past_key_values` warns, then goes in 5.40)
+        cache_kw = (
+            "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        )
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{cache_kw: cache},
         )
         pos, slots, step = pos[:, -1:], 0, 0
         for step in range(max_new):
@@ -411,7 +416,7 @@ class PolicyActor:
                 input_ids=nxt[:, None],
                 attention_mask=mask,
                 position_ids=pos,
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_kw: cache},
             )
         return gen[:, : step + 1], slots
