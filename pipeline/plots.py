@@ -30,12 +30,7 @@ def plot_accuracy(per_round: dict[int, dict[str, float]], path: str | Path, titl
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or "held-out accuracy per iteration")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
 
 
 def plot_budget(lines: Mapping[str, Sequence[tuple[Any, ...]]], path: str | Path, title: str = "") -> Path:
@@ -77,6 +72,13 @@ def plot_budget(lines: Mapping[str, Sequence[tuple[Any, ...]]], path: str | Path
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     ax.set_title(title or "accuracy vs generated tokens per question")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write `fig` to `path` atomically (a reader never sees half a PNG) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -107,15 +107,21 @@ def test_final_models_follow_the_manifest(tmp_path):
     assert compare.final_models(run.root, 1) == {"policy_dir": "p1", "prm_dir": "v1", "prm_dir0": "v0"}
 
 
-def test_compare_main_composes_three_runs(tmp_path, monkeypatch):
+def _stub_compare(monkeypatch) -> tuple[list, dict]:
+    """compare_main without training or analysis: returns (configs of the three runs, the analysis cfg)."""
     import pipeline.data
     import pipeline.driver
 
-    seen = []
+    seen: list = []
+    analysed: dict = {}
     monkeypatch.setattr(pipeline.driver, "train_main", lambda cfg, train, heldout: seen.append(cfg) or 0)
     monkeypatch.setattr(pipeline.data, "load_questions", lambda *a, **k: ([], []))
-    analysed = {}
-    monkeypatch.setattr(compare, "analyse", lambda cfg, *a: analysed.update(methods=list(cfg.eval.methods)))
+    monkeypatch.setattr(compare, "analyse", lambda cfg, *a: analysed.update(cfg=cfg))
+    return seen, analysed
+
+
+def test_compare_main_composes_three_runs(tmp_path, monkeypatch):
+    seen, analysed = _stub_compare(monkeypatch)
     argv = ["mode=compare", f"run.root={tmp_path}", "run.name=cmp", "iteration=1", "method=rest_em"]
     assert compare.compare_main(compose(argv), argv) == 0
     assert [(c.method, c.run.name, c.mode) for c in seen] == [
@@ -124,7 +130,7 @@ def test_compare_main_composes_three_runs(tmp_path, monkeypatch):
         ("self_rewarding", "cmp-self_rewarding", "train"),
     ]
     assert {c.baselines.budget_run for c in seen} == {str(tmp_path / "cmp-rest_mcts")}
-    assert analysed["methods"] == list(compare.SEARCH_EVAL_METHODS)
+    assert list(analysed["cfg"].eval.methods) == list(compare.SEARCH_EVAL_METHODS)
     assert (tmp_path / "cmp-compare" / "report.md").exists()
 
 
@@ -154,15 +160,8 @@ def test_report_draws_the_budget_sweep(tmp_path):
 
 
 def test_compare_sweeps_in_the_analysis_only(tmp_path, monkeypatch):
-    import pipeline.data
-    import pipeline.driver
-
-    seen = []
-    monkeypatch.setattr(pipeline.driver, "train_main", lambda cfg, train, heldout: seen.append(cfg) or 0)
-    monkeypatch.setattr(pipeline.data, "load_questions", lambda *a, **k: ([], []))
-    analysed = {}
-    monkeypatch.setattr(compare, "analyse", lambda cfg, *a: analysed.update(budgets=list(cfg.eval.budgets)))
+    seen, analysed = _stub_compare(monkeypatch)
     argv = ["mode=compare", f"run.root={tmp_path}", "run.name=cmp", "iteration=1", "eval.budgets=[0.5,2]"]
     assert compare.compare_main(compose(argv), argv) == 0
     assert [list(c.eval.budgets) for c in seen] == [[], [], []]
-    assert analysed["budgets"] == [0.5, 2.0]
+    assert list(analysed["cfg"].eval.budgets) == [0.5, 2.0]
