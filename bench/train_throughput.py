@@ -110,7 +110,6 @@ def main(argv: list[str]) -> int:
     from actors.cluster import init_ray, shutdown_ray
     from conf.load import compose
     from pipeline.prompting import PromptFormat
-    from pipeline.records import SFTExample
     from pipeline.tasks.arith import warm_start_set
     from trainers.backbones import resolve_backbone
     from trainers.engine import STEADY_AFTER_STEPS
@@ -120,10 +119,7 @@ def main(argv: list[str]) -> int:
     cfg = compose([f"cache_dir={args.cache_dir}"])
     paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
     fmt = PromptFormat.from_backbone(cfg.backbone)
-    examples = [
-        SFTExample(q.id, fmt.prompt(q.content), fmt.solution(q.solution), q.solution, 1.0, "warm_start")
-        for q in warm_start_set(cfg.task, cfg.seed)
-    ]
+    examples = [fmt.gold_example(q, "warm_start") for q in warm_start_set(cfg.task, cfg.seed)]
     cores = len(os.sched_getaffinity(0))
     base = OmegaConf.to_object(cfg.backbone.sft)
 

@@ -222,10 +222,7 @@ def replay_examples(cfg: DictConfig, n: int) -> list[SFTExample]:
     fmt = PromptFormat.from_backbone(cfg.backbone)
     questions = warm_start_set(cfg.task, cfg.seed)
     picked = random.Random(f"replay/{cfg.seed}").sample(questions, min(n, len(questions)))
-    return [
-        SFTExample(q.id, fmt.prompt(q.content), fmt.solution(q.solution), q.solution, 1.0, "replay")
-        for q in picked
-    ]
+    return [fmt.gold_example(q, "replay") for q in picked]
 
 
 def train_prm(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):

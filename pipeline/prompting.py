@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.records import Question, SFTExample
+
 
 @dataclass(frozen=True)
 class PromptFormat:
@@ -49,3 +51,10 @@ class PromptFormat:
 
     def answer_step(self, answer: str) -> str:
         return f"{self.answer_prefix} {answer}"
+
+    def gold_example(self, question: Question, source: str) -> SFTExample:
+        """An SFT example from a question's worked gold solution (warm start, its replay)."""
+        steps = tuple(question.solution)
+        return SFTExample(
+            question.id, self.prompt(question.content), self.solution(steps), steps, 1.0, source
+        )

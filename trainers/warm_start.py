@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.prompting import PromptFormat
-from pipeline.records import SFTExample
 from trainers.backbones import _cached, _key, resolve_backbone
 from trainers.job import train_cfg_dict
 
@@ -87,10 +86,7 @@ def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: in
     fmt = PromptFormat.from_backbone(backbone_cfg)
 
     def build(tmp: Path) -> None:
-        examples = [
-            SFTExample(q.id, fmt.prompt(q.content), fmt.solution(q.solution), q.solution, 1.0, "warm_start")
-            for q in questions
-        ]
+        examples = [fmt.gold_example(q, "warm_start") for q in questions]
         log.info("warm start: SFT on %d worked solutions (cached once in %s)", len(examples), cache_dir)
         metrics = train_sft(
             base, examples, str(tmp / "policy"), train_cfg, str(tmp / "jobs"), name="warm-start"
