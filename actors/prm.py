@@ -49,6 +49,7 @@ class PRMActor:
             dtype=dtype,
             device=self.device,
             trust_remote_code=bool(self.backbone.trust_remote_code),
+            head=self.backbone.prm_head,
         )
         self.model_dir = model_dir
         log.info("PRM loaded from %s on %s", model_dir, self.device)
@@ -72,8 +73,8 @@ class PRMActor:
         if self.model is None:
             raise RuntimeError("PRM weights were released; call reload(model_dir) first")
         t0 = time.monotonic()
-        texts = [self.fmt.prefix(r.question, tuple(r.steps), self.tokenizer) for r in requests]
-        unique = sorted(set(texts))
+        texts = [self.fmt.prm_text(r.question, tuple(r.steps), self.tokenizer) for r in requests]
+        unique = sorted(set(texts), key=lambda t: (t.text, t.last_step_start))
         values = score_texts(self.model, self.tokenizer, unique, self.max_length, self.max_batch_size)
         by_text = dict(zip(unique, values, strict=True))
         c = self.counters

@@ -86,6 +86,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # gradient clipping (DeepSpeed gradient_clipping); 0 = off
     eval_fraction: float = 0.1  # PRM: share of questions held out for MSE / pairwise ranking accuracy
     torch_threads: int = 0  # > 0: torch.set_num_threads in the training process (1 is best on a busy CPU)
+    freeze_backbone: bool = False  # PRM jobs only: train the value head, keep the LM (and its likelihoods)
 
 
 @dataclass
@@ -101,6 +102,10 @@ class BackboneConfig:
     prompt_template: str = "Q:{question}\n"
     system_prompt: str = ""
     answer_prefix: str = "The answer is"  # a step starting with this states the final answer
+    # Value head put on a PRM base without one (a trained PRM keeps its own): linear = Linear on the last
+    # hidden state; likelihood = an MLP that also sees the model's own token log-probabilities of the
+    # solution and of the last step (trainers/prm_model.py; needs the LM head and vocabulary-sized logits).
+    prm_head: str = "linear"
     max_prompt_tokens: int = 256
     max_step_tokens: int = 32
     max_solution_tokens: int = 256
@@ -305,6 +310,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.search.sample_value": ("simple", "full"),
     "eval.search.critic": ("rule", "policy"),
     "backbone.prompt_format": ("plain", "chat"),
+    "backbone.prm_head": ("linear", "likelihood"),
     "backbone.dtype": ("auto", "float32", "bfloat16", "float16"),
     "backbone.sft.bf16": ("auto", "true", "false"),
     "backbone.prm_train.bf16": ("auto", "true", "false"),

@@ -161,6 +161,7 @@ def train_orm(cfg: Any, samples_path: Path, train: list, prm_dir0: str, out: Pat
             storage_dir=str((out / "ray_train").resolve()),
             name="orm",
             trust_remote_code=cfg.backbone.trust_remote_code,
+            head=cfg.backbone.prm_head,
         )
         info["orm_dir"] = str(out / "orm")
         info.update({k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "steps"})

@@ -243,6 +243,7 @@ def train_prm(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
         storage_dir=str(run.root / "ray_train"),
         name=f"prm-round-{k}",
         trust_remote_code=cfg.backbone.trust_remote_code,
+        head=cfg.backbone.prm_head,
     )
     info = {"prm_dir": str(out), "examples": len(examples), **_scalars(metrics)}
     for key in ("heldout_before", "heldout_after"):

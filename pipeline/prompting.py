@@ -13,6 +13,20 @@ from pipeline.records import Question, SFTExample
 
 
 @dataclass(frozen=True)
+class PRMText:
+    """A text for the PRM and where its solution and its last step begin (character offsets)."""
+
+    text: str
+    solution_start: int = 0
+    last_step_start: int = 0
+
+    @classmethod
+    def of(cls, item: PRMText | str) -> PRMText:
+        """A bare string counts as all solution, one step (what the linear head sees anyway)."""
+        return item if isinstance(item, PRMText) else cls(item)
+
+
+@dataclass(frozen=True)
 class PromptFormat:
     template: str = "Q:{question}\n"  # plain format; must contain {question}
     delimiter: str = "\n"  # ends every step
@@ -48,6 +62,12 @@ class PromptFormat:
     def prefix(self, question: str, steps: tuple[str, ...] | list[str], tokenizer: Any = None) -> str:
         """Prompt plus partial solution: what the policy continues and what the PRM scores."""
         return self.prompt(question, tokenizer) + self.solution(steps)
+
+    def prm_text(self, question: str, steps: tuple[str, ...] | list[str], tokenizer: Any = None) -> PRMText:
+        """`prefix(question, steps)` with the offsets of its solution and of its last step."""
+        prompt = self.prompt(question, tokenizer)
+        before_last = prompt + self.solution(steps[:-1])
+        return PRMText(before_last + self.solution(steps[-1:]), len(prompt), len(before_last))
 
     def answer_step(self, answer: str) -> str:
         return f"{self.answer_prefix} {answer}"

@@ -1,10 +1,19 @@
 """The process reward model: an LM backbone plus a scalar value head, read at the last real token.
 
-Project choice (docs/ALGORITHM.md section 4): `Linear(hidden_size, 1)` on the final hidden state of the
-last non-padding token, then a sigmoid, so a value is in [0, 1] by construction and does not depend on
-the padding side. A PRM directory is a plain HF backbone directory (safetensors) plus
-`value_head.safetensors` and `prm_config.json`; a directory without the head (a base LM) loads as an
-untrained PRM whose head is initialised from a fixed seed.
+Project choice (docs/ALGORITHM.md, "The PRM"). Two heads, named in `prm_config.json` ("head"):
+- `linear`: `Linear(hidden_size, 1)` on the final hidden state of the last non-padding token, then a
+  sigmoid: a value in [0, 1] by construction, independent of the padding side. The backbone is loaded
+  without its LM head (`AutoModel`).
+- `likelihood`: the backbone keeps its LM head (`AutoModelForCausalLM`), and the value head, a small MLP,
+  sees the last hidden state together with how likely the model itself finds the solution so far:
+  the minimum and mean token log-probability over all solution tokens and over the last step's tokens
+  (`LIKELIHOOD_FEATURES`). A wrong step is an unlikely one to a model that can do the step: on the tiny
+  arith backbone these four numbers rank right above wrong sibling steps 92-96% of the time, where the
+  hidden state alone gave a linear probe 57-59% (docs/CALIBRATION.md). The log-probabilities stay in
+  the graph, so value regression also sharpens the LM towards telling right steps from wrong ones.
+A PRM directory is a plain HF model directory (safetensors) plus `value_head.safetensors` and
+`prm_config.json`; a directory without the head (a base LM) loads as an untrained PRM whose head kind
+is the caller's (`head=`) and whose weights come from a fixed seed.
 """
 
 from __future__ import annotations
@@ -17,35 +26,67 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pipeline.prompting import PRMText
+
 HEAD_FILE = "value_head.safetensors"
 CONFIG_FILE = "prm_config.json"
 HEAD_INIT_SEED = 1234  # fixed: a fresh head is the same on every worker and every run
+HEADS = ("linear", "likelihood")
+LIKELIHOOD_FEATURES = ("solution_min", "solution_mean", "last_step_min", "last_step_mean")
+LOGPROB_FLOOR = -20.0  # token log-probabilities are clamped here, then scaled by 1/10
+MLP_WIDTH = 64
 
 
 class ValueHeadModel(nn.Module):
-    """`forward(input_ids, attention_mask) -> values (B,)` in [0, 1]."""
+    """`forward(input_ids, attention_mask, solution_mask=None, last_mask=None) -> values (B,)` in [0, 1].
 
-    def __init__(self, backbone: nn.Module, hidden_size: int):
+    The masks (same shape as `input_ids`, 1 on the tokens of the solution / of its last step) are used
+    by the `likelihood` head only; without them every real token counts as solution and last step.
+    """
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, head: str = "linear"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown PRM head {head!r}; expected one of {', '.join(HEADS)}")
+        self.head_kind = head
         self.backbone = backbone
-        self.value_head = nn.Linear(hidden_size, 1)
         # A base model (no LM head) returns `last_hidden_state`; a *ForCausalLM one only `hidden_states`.
         self._has_lm_head = backbone.get_output_embeddings() is not None
+        if head == "likelihood":
+            if not self._has_lm_head:
+                raise ValueError("the likelihood PRM head needs a backbone with its LM head")
+            width = hidden_size + len(LIKELIHOOD_FEATURES)
+            self.value_head: nn.Module = nn.Sequential(
+                nn.Linear(width, MLP_WIDTH), nn.GELU(), nn.Linear(MLP_WIDTH, 1)
+            )
+        else:
+            self.value_head = nn.Linear(hidden_size, 1)
         self.reset_head()
 
     @property
     def config(self) -> Any:
         return self.backbone.config
 
-    def reset_head(self, seed: int = HEAD_INIT_SEED) -> None:
-        """Small deterministic weights and zero bias: an untrained PRM says about 0.5 everywhere."""
-        gen = torch.Generator().manual_seed(seed)
-        weight = torch.randn(self.value_head.weight.shape, generator=gen) * 0.02
-        with torch.no_grad():
-            self.value_head.weight.copy_(weight.to(self.value_head.weight))
-            self.value_head.bias.zero_()
+    def _out_layer(self) -> nn.Linear:
+        return self.value_head if isinstance(self.value_head, nn.Linear) else self.value_head[-1]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def reset_head(self, seed: int = HEAD_INIT_SEED) -> None:
+        """Small deterministic weights and zero output bias: an untrained PRM says about 0.5 everywhere."""
+        gen = torch.Generator().manual_seed(seed)
+        layers = [m for m in self.value_head.modules() if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for layer in layers:
+                std = 0.02 if layer is self._out_layer() else layer.in_features**-0.5
+                layer.weight.copy_((torch.randn(layer.weight.shape, generator=gen) * std).to(layer.weight))
+                layer.bias.zero_()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        solution_mask: torch.Tensor | None = None,
+        last_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         out = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -55,8 +96,37 @@ class ValueHeadModel(nn.Module):
         hidden = out.hidden_states[-1] if self._has_lm_head else out.last_hidden_state
         last = last_real_index(attention_mask)
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        logits = self.value_head(picked.to(self.value_head.weight.dtype)).squeeze(-1)
+        head_dtype = self._out_layer().weight.dtype
+        features = picked.to(head_dtype)
+        if self.head_kind == "likelihood":
+            real = attention_mask.bool()
+            sol = real if solution_mask is None else real & solution_mask.bool()
+            tail = sol if last_mask is None else sol & last_mask.bool()
+            stats = likelihood_features(out.logits, input_ids, sol, tail)
+            features = torch.cat([features, stats.to(head_dtype)], dim=-1)
+        logits = self.value_head(features).squeeze(-1)
         return torch.sigmoid(logits.float())
+
+
+def likelihood_features(
+    logits: torch.Tensor, input_ids: torch.Tensor, solution: torch.Tensor, last_step: torch.Tensor
+) -> torch.Tensor:
+    """(B, 4): min and mean scaled log-probability of the solution's tokens and of the last step's.
+
+    Token t's log-probability is read from position t - 1's logits (the first token has none); a
+    row without such tokens gets 0 (certain) for that pair of features.
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    token_lp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    token_lp = token_lp.clamp(min=LOGPROB_FLOOR) / -LOGPROB_FLOOR * 2  # in [-2, 0]
+    cols = []
+    for mask in (solution[:, 1:], last_step[:, 1:]):
+        count = mask.sum(dim=1)
+        masked = torch.where(mask, token_lp, torch.zeros_like(token_lp))
+        low = torch.where(mask, token_lp, torch.full_like(token_lp, 0.0)).amin(dim=1)
+        mean = masked.sum(dim=1) / count.clamp(min=1)
+        cols += [torch.where(count > 0, low, torch.zeros_like(low)), mean]
+    return torch.stack(cols, dim=1)
 
 
 def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -65,29 +135,74 @@ def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long() * (positions + 1)).argmax(dim=1)
 
 
+def encode(tokenizer: Any, items: list[PRMText | str], max_length: int) -> dict[str, torch.Tensor]:
+    """Token ids, attention mask and the solution / last-step masks of `items` (padded to the longest).
+
+    The masks come from the fast tokenizer's character offsets: a token belongs to the solution when it
+    starts at or after `solution_start` (so a prompt's tokens never count, whatever the padding side).
+    """
+    rows = [PRMText.of(x) for x in items]
+    enc = tokenizer(
+        [r.text for r in rows],
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+        return_offsets_mapping=True,
+    )
+    offsets = enc.pop("offset_mapping")  # (B, T, 2); special and padding tokens are (0, 0)
+    starts, ends = offsets[..., 0], offsets[..., 1]
+    real = enc["attention_mask"].bool() & (ends > starts)
+    sol_at = torch.tensor([r.solution_start for r in rows])[:, None]
+    last_at = torch.tensor([r.last_step_start for r in rows])[:, None]
+    return {
+        "input_ids": enc["input_ids"],
+        "attention_mask": enc["attention_mask"],
+        "solution_mask": (real & (starts >= sol_at)).long(),
+        "last_mask": (real & (starts >= last_at)).long(),
+    }
+
+
 def _torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if dtype is None or dtype == "auto":
         return torch.float32
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
 
-def load_prm(
-    path: str, dtype: str | torch.dtype | None = None, device: str = "cpu", trust_remote_code: bool = False
-) -> tuple[ValueHeadModel, Any]:
-    """Load a PRM (or a base LM as an untrained PRM) from an HF directory. dtype None/"auto" = float32."""
-    from transformers import AutoModel, AutoTokenizer
+def saved_head(path: str) -> str | None:
+    """The head kind of a trained PRM directory; None for a directory without a value head."""
+    if not os.path.exists(os.path.join(path, HEAD_FILE)):
+        return None
+    meta_path = os.path.join(path, CONFIG_FILE)
+    meta = json.loads(open(meta_path).read()) if os.path.exists(meta_path) else {}
+    return "likelihood" if meta.get("head") == "likelihood_mlp" else "linear"
 
+
+def load_prm(
+    path: str,
+    dtype: str | torch.dtype | None = None,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    head: str = "linear",
+) -> tuple[ValueHeadModel, Any]:
+    """Load a PRM (or a base LM as an untrained PRM) from an HF directory. dtype None/"auto" = float32.
+
+    A trained PRM keeps the head kind it was saved with; `head` applies to a base LM only.
+    """
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    kind = saved_head(path) or head
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    backbone = AutoModel.from_pretrained(
+    auto = AutoModelForCausalLM if kind == "likelihood" else AutoModel
+    backbone = auto.from_pretrained(
         path, dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True
     )
-    model = ValueHeadModel(backbone, backbone.config.hidden_size)
+    model = ValueHeadModel(backbone, backbone.config.hidden_size, head=kind)
     head_path = os.path.join(path, HEAD_FILE)
     if os.path.exists(head_path):
-        state = load_file(head_path)
-        model.value_head.load_state_dict({"weight": state["weight"], "bias": state["bias"]})
+        model.value_head.load_state_dict(load_file(head_path))
     model.value_head.to(torch.float32)
     model.to(device)
     model.eval()
@@ -104,11 +219,13 @@ def save_prm(model: ValueHeadModel, tokenizer: Any, path: str, extra: dict | Non
         k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.value_head.state_dict().items()
     }
     save_file(head, os.path.join(path, HEAD_FILE))
+    likelihood = model.head_kind == "likelihood"
     meta = {
-        "head": "linear_sigmoid",
+        "head": "likelihood_mlp" if likelihood else "linear_sigmoid",
         "read_at": "last_real_token",
-        "hidden_size": int(model.value_head.in_features),
+        "hidden_size": int(model.config.hidden_size),
         "value_range": [0.0, 1.0],
+        **({"likelihood_features": list(LIKELIHOOD_FEATURES)} if likelihood else {}),
         **(extra or {}),
     }
     with open(os.path.join(path, CONFIG_FILE), "w") as f:
@@ -117,7 +234,7 @@ def save_prm(model: ValueHeadModel, tokenizer: Any, path: str, extra: dict | Non
 
 @torch.inference_mode()
 def score_texts(
-    model: ValueHeadModel, tokenizer: Any, texts: list[str], max_length: int, batch_size: int
+    model: ValueHeadModel, tokenizer: Any, texts: list[PRMText | str], max_length: int, batch_size: int
 ) -> list[float]:
     """PRM values in [0, 1] for `texts`, in input order.
 
@@ -126,15 +243,14 @@ def score_texts(
     """
     if not texts:
         return []
+    items = [PRMText.of(t) for t in texts]
     device = next(model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    values = [0.0] * len(texts)
+    order = sorted(range(len(items)), key=lambda i: len(items[i].text))
+    values = [0.0] * len(items)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        enc = tokenizer(
-            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
-        out = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+        enc = encode(tokenizer, [items[i] for i in idx], max_length)
+        out = model(**{k: v.to(device) for k, v in enc.items()})
         for i, v in zip(idx, out.tolist(), strict=True):
             values[i] = float(v)
     return values

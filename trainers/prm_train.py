@@ -1,6 +1,6 @@
 """PRM regression: MSE between the value head's sigmoid output and `PRMExample.target`.
 
-Input text = `PromptFormat.prefix(question, steps)`, the same rendering the PRM actor scores. A
+Input = `PromptFormat.prm_text(question, steps)`, the same rendering the PRM actor scores. A
 deterministic share of questions (`train_cfg.eval_fraction`, by a hash of the question id and seed) is
 held out; before and after training the job reports on it the MSE and the pairwise ranking accuracy:
 over pairs of sibling prefixes (same question, same parent steps) with r = 0 and r = 1, how often the
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pipeline.prompting import PromptFormat
+from pipeline.prompting import PRMText, PromptFormat
 from pipeline.records import PRMExample, from_dict, to_dict
 from trainers.engine import (
     apply_lora,
@@ -30,7 +30,7 @@ from trainers.engine import (
     summary,
 )
 from trainers.job import WorkerContext, run_training_job, worker_context, write_metrics
-from trainers.prm_model import load_prm, save_prm
+from trainers.prm_model import encode, load_prm, save_prm
 
 
 def split_heldout(
@@ -67,22 +67,20 @@ def pairwise_accuracy(examples: list[PRMExample], scores: list[float]) -> tuple[
     return (wins / pairs if pairs else None), pairs
 
 
-def encode_batch(tokenizer: Any, texts: list[str], targets: list[float], max_length: int) -> dict:
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    return {
-        "input_ids": enc["input_ids"],
-        "attention_mask": enc["attention_mask"],
-        "targets": torch.tensor(targets, dtype=torch.float32),
-    }
+def encode_batch(tokenizer: Any, texts: list[PRMText], targets: list[float], max_length: int) -> dict:
+    return dict(encode(tokenizer, texts, max_length), targets=torch.tensor(targets, dtype=torch.float32))
+
+
+def _values(engine, batch: dict) -> torch.Tensor:
+    return engine(batch["input_ids"], batch["attention_mask"], batch["solution_mask"], batch["last_mask"])
 
 
 def _mse_loss(engine, batch: dict) -> torch.Tensor:
-    values = engine(batch["input_ids"], batch["attention_mask"])
-    return torch.nn.functional.mse_loss(values.float(), batch["targets"])
+    return torch.nn.functional.mse_loss(_values(engine, batch).float(), batch["targets"])
 
 
 @torch.no_grad()
-def evaluate(engine, rows: list[tuple[str, float]], tokenizer, cfg, ctx: WorkerContext) -> list[float]:
+def evaluate(engine, rows: list[tuple[PRMText, float]], tokenizer, cfg, ctx: WorkerContext) -> list[float]:
     """Scores of `rows` (text, target), computed shard-wise on every rank (ZeRO-3 needs all ranks)."""
     if not rows:
         return []
@@ -93,7 +91,7 @@ def evaluate(engine, rows: list[tuple[str, float]], tokenizer, cfg, ctx: WorkerC
     for start in range(0, len(mine), cfg.micro_batch_size):
         idx = mine[start : start + cfg.micro_batch_size]
         batch = encode_batch(tokenizer, [rows[i][0] for i in idx], [0.0] * len(idx), cfg.max_length)
-        values = engine(batch["input_ids"], batch["attention_mask"]).float().tolist()
+        values = _values(engine, batch).float().tolist()
         local.extend(zip(idx, values, strict=True))
     gathered = [local]
     if ctx.distributed and ctx.world_size > 1:
@@ -121,21 +119,25 @@ def prm_worker(config: dict) -> None:
     cfg = as_namespace(config["train_cfg"])
     torch.manual_seed(cfg.seed)
     fmt = PromptFormat(**config["prompt_format"])
-    model, tokenizer = load_prm(config["base_dir"], trust_remote_code=config["trust_remote_code"])
-    if cfg.lora.enabled:
+    model, tokenizer = load_prm(
+        config["base_dir"], trust_remote_code=config["trust_remote_code"], head=config.get("head", "linear")
+    )
+    if getattr(cfg, "freeze_backbone", False):
+        model.backbone.requires_grad_(False)
+    elif cfg.lora.enabled:
         model.backbone = apply_lora(model.backbone, cfg.lora, task_type="FEATURE_EXTRACTION")
     examples = [from_dict(PRMExample, d) for d in config["examples"]]
     train, held = split_heldout(examples, cfg.eval_fraction, cfg.seed)
 
-    def rows(items: list[PRMExample]) -> list[tuple[str, float]]:
-        return [(fmt.prefix(e.question, e.steps, tokenizer), e.target) for e in items]
+    def rows(items: list[PRMExample]) -> list[tuple[PRMText, float]]:
+        return [(fmt.prm_text(e.question, e.steps, tokenizer), e.target) for e in items]
 
     train_rows, held_rows = rows(train), rows(held)
     plan = make_plan(len(train_rows), cfg, ctx.world_size)
     engine = build_engine(model, cfg, ctx, plan.optimizer_steps)
     before = heldout_metrics(held, evaluate(engine, held_rows, tokenizer, cfg, ctx))
 
-    def collate(chunk: list[tuple[str, float]]) -> dict:
+    def collate(chunk: list[tuple[PRMText, float]]) -> dict:
         return encode_batch(tokenizer, [t for t, _ in chunk], [v for _, v in chunk], cfg.max_length)
 
     result = fit(engine, train_rows, collate, _mse_loss, cfg, ctx, plan, config["name"])
@@ -165,8 +167,9 @@ def train_prm(
     storage_dir: str,
     name: str = "prm",
     trust_remote_code: bool = False,
+    head: str = "linear",
 ) -> dict:
-    """Regress the PRM in `base_dir` (a PRM dir, or a base LM = fresh head) on `examples`; write `out_dir`.
+    """Regress the PRM in `base_dir` (a PRM dir, or a base LM = fresh `head`) on `examples`; write `out_dir`.
 
     Returns the job's metrics: those of `train_sft` plus heldout_before / heldout_after
     ({examples, mse, pairwise_accuracy, pairs}).
@@ -178,5 +181,6 @@ def train_prm(
         "prompt_format": asdict(fmt),
         "trust_remote_code": trust_remote_code,
         "name": name,
+        "head": head,
     }
     return run_training_job(prm_worker, loop_config, train_cfg, name, storage_dir)

@@ -58,6 +58,11 @@ def _digest(questions: list) -> str:
     return h.hexdigest()
 
 
+# TrainConfig keys added after round-0 entries were first cached: left out of the key at these values,
+# so an entry built before a key existed is still found (its job ran as if the key had that value).
+_ADDED_LATER = {"freeze_backbone": False}
+
+
 def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: Any, seed: int) -> dict:
     """Every input of a round-0 build. The task enters only through `data` (its question set's digest
     and size), so runs with other train/held-out sizes share the entry."""
@@ -67,7 +72,7 @@ def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: An
         "base_dir": str(Path(base_dir).resolve()),
         "prompt": asdict(PromptFormat.from_backbone(backbone_cfg)),
         "data": data,
-        "train": train_cfg_dict(train_cfg),
+        "train": {k: v for k, v in train_cfg_dict(train_cfg).items() if _ADDED_LATER.get(k, ...) != v},
         "seed": seed,
     }
 
@@ -106,7 +111,7 @@ def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: i
     train_cfg = backbone_cfg.initial_prm
     questions = dv0_questions(task_cfg, seed)
     data = {"dv0_set": _digest(questions), "size": len(questions), "corruptions": task_cfg.dv0_corruptions}
-    spec = _spec("initial_prm", base, backbone_cfg, data, train_cfg, seed)
+    spec = dict(_spec("initial_prm", base, backbone_cfg, data, train_cfg, seed), head=backbone_cfg.prm_head)
 
     def build(tmp: Path) -> None:
         metrics = build_initial_prm(
@@ -117,6 +122,7 @@ def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: i
             seed,
             corruptions=task_cfg.dv0_corruptions,
             fmt=PromptFormat.from_backbone(backbone_cfg),
+            head=backbone_cfg.prm_head,
         )
         _log_done("initial PRM", metrics)
 
@@ -139,6 +145,7 @@ def build_initial_prm(
     seed: int,
     corruptions: int = 2,
     fmt: PromptFormat | None = None,
+    head: str = "linear",
 ) -> dict:
     """Regress the PRM base in `base_prm_dir` on D_V0 of `questions`; write `out_dir`; return metrics.
 
@@ -152,7 +159,14 @@ def build_initial_prm(
     log.info("initial PRM: %d D_V0 examples from %d questions", len(examples), len(questions))
     out = Path(out_dir)
     metrics = train_prm(
-        base_prm_dir, examples, str(out), train_cfg, fmt, str(out.parent / "jobs"), name="initial-prm"
+        base_prm_dir,
+        examples,
+        str(out),
+        train_cfg,
+        fmt,
+        str(out.parent / "jobs"),
+        name="initial-prm",
+        head=head,
     )
     (out.parent / "prm_metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -11,7 +11,7 @@ import pytest
 from conf.schema import LoraConfig, TrainConfig
 from pipeline.prompting import PromptFormat
 from pipeline.records import PRMExample, SFTExample
-from trainers.prm_model import load_prm, score_texts
+from trainers.prm_model import load_prm, saved_head, score_texts
 from trainers.prm_train import pairwise_accuracy, split_heldout, train_prm
 from trainers.sft import encode_sft, train_sft
 
@@ -88,6 +88,25 @@ def test_in_process_sft_with_lora_and_prm(base_dir, tmp_path):
     assert p["heldout_after"]["mse"] < p["heldout_before"]["mse"]
 
 
+def test_in_process_likelihood_prm_with_frozen_backbone(base_dir, tmp_path):
+    """The tiny default PRM: frozen LM with its LM head, only the MLP value head learns."""
+    import torch
+
+    cfg = TrainConfig(
+        num_workers=0, epochs=3, micro_batch_size=8, lr=3e-3, torch_threads=1, freeze_backbone=True
+    )
+    out = tmp_path / "prm"
+    p = train_prm(base_dir, prm_examples(12), str(out), cfg, FMT, str(tmp_path / "jobs"), head="likelihood")
+    assert p["final_loss"] < p["first_loss"]
+    assert saved_head(str(out)) == "likelihood"
+    trained, _ = load_prm(str(out))
+    fresh, _ = load_prm(base_dir, head="likelihood")
+    fresh_state = fresh.backbone.state_dict()
+    for name, a in trained.backbone.state_dict().items():
+        torch.testing.assert_close(a, fresh_state[name], msg=f"frozen backbone changed: {name}")
+    assert not torch.equal(trained.value_head[0].weight, fresh.value_head[0].weight)
+
+
 def test_launcher_needs_ray(base_dir, tmp_path, monkeypatch):
     import ray
 
@@ -141,7 +160,8 @@ def test_round0_warm_start_and_initial_prm_are_cached(tmp_path):
     AutoModelForCausalLM.from_pretrained(policy)
     prm = ensure_initial_prm(cfg.backbone, cfg.task, cache, seed=0)
     model, tok = load_prm(prm)
-    assert 0.0 <= score_texts(model, tok, ["Q:1+2\n1+2=3\n"], 64, 1)[0] <= 1.0
+    assert model.head_kind == cfg.backbone.prm_head == "likelihood"
+    assert 0.0 <= score_texts(model, tok, [FMT.prm_text("1+2", ("1+2=3",))], 64, 1)[0] <= 1.0
     mtime = (tmp_path / "cache").stat().st_mtime_ns
     assert ensure_warm_start(cfg.backbone, cfg.task, cache, seed=0) == policy
     assert ensure_initial_prm(cfg.backbone, cfg.task, cache, seed=0) == prm

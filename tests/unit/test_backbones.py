@@ -170,3 +170,18 @@ def test_smollm2_converts_to_a_plain_hf_directory(tmp_path, monkeypatch):
     tok = AutoTokenizer.from_pretrained(paths.tokenizer_dir)
     assert tok.chat_template
     assert resolve_backbone(BackboneConfig(name="smollm2"), ARITH, tmp_path, seed=0) == paths  # cached
+
+
+def test_round0_cache_key_ignores_keys_added_later_at_their_old_value():
+    """A TrainConfig key added after entries were cached must not orphan them at its default value."""
+    from dataclasses import replace
+
+    from conf.schema import BackboneConfig, TrainConfig
+    from trainers.warm_start import _ADDED_LATER, _key, _spec
+
+    bb = BackboneConfig()
+    plain = _spec("warm_start", "/x", bb, {"size": 1}, TrainConfig(), 0)
+    assert not set(_ADDED_LATER) & set(plain["train"])
+    frozen = _spec("initial_prm", "/x", bb, {"size": 1}, replace(TrainConfig(), freeze_backbone=True), 0)
+    assert frozen["train"]["freeze_backbone"] is True
+    assert _key(frozen) != _key(dict(plain, kind="initial_prm"))
