@@ -33,7 +33,8 @@ CONFIG_FILE = "prm_config.json"
 HEAD_INIT_SEED = 1234  # fixed: a fresh head is the same on every worker and every run
 HEADS = ("linear", "likelihood")
 LIKELIHOOD_FEATURES = ("solution_min", "solution_mean", "last_step_min", "last_step_mean")
-LOGPROB_FLOOR = -20.0  # token log-probabilities are clamped here, then scaled by 1/10
+LOGPROB_FLOOR = -20.0  # token log-probabilities are clamped here,
+LOGPROB_SCALE = 10.0  # then divided by this: features in [-2, 0]
 MLP_WIDTH = 64
 
 
@@ -116,16 +117,13 @@ def likelihood_features(
     Token t's log-probability is read from position t - 1's logits (the first token has none); a
     row without such tokens gets 0 (certain) for that pair of features.
     """
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    token_lp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    token_lp = token_lp.clamp(min=LOGPROB_FLOOR) / -LOGPROB_FLOOR * 2  # in [-2, 0]
+    shifted = logits[:, :-1].float()  # one float copy; no second vocabulary-sized tensor for log_softmax
+    token_lp = shifted.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(shifted, dim=-1)
+    token_lp = token_lp.clamp(min=LOGPROB_FLOOR) / LOGPROB_SCALE  # in [-2, 0]
     cols = []
     for mask in (solution[:, 1:], last_step[:, 1:]):
-        count = mask.sum(dim=1)
-        masked = torch.where(mask, token_lp, torch.zeros_like(token_lp))
-        low = torch.where(mask, token_lp, torch.full_like(token_lp, 0.0)).amin(dim=1)
-        mean = masked.sum(dim=1) / count.clamp(min=1)
-        cols += [torch.where(count > 0, low, torch.zeros_like(low)), mean]
+        masked = torch.where(mask, token_lp, torch.zeros_like(token_lp))  # values <= 0: 0 is neutral
+        cols += [masked.amin(dim=1), masked.sum(dim=1) / mask.sum(dim=1).clamp(min=1)]
     return torch.stack(cols, dim=1)
 
 
