@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ LIKELIHOOD_FEATURES = ("solution_min", "solution_mean", "last_step_min", "last_s
 LOGPROB_FLOOR = -20.0  # token log-probabilities are clamped here,
 LOGPROB_SCALE = 10.0  # then divided by this: features in [-2, 0]
 MLP_WIDTH = 64
+SAVED_NAMES = {"linear": "linear_sigmoid", "likelihood": "likelihood_mlp"}  # head kind -> prm_config "head"
 
 
 class ValueHeadModel(nn.Module):
@@ -171,9 +173,9 @@ def saved_head(path: str) -> str | None:
     """The head kind of a trained PRM directory; None for a directory without a value head."""
     if not os.path.exists(os.path.join(path, HEAD_FILE)):
         return None
-    meta_path = os.path.join(path, CONFIG_FILE)
-    meta = json.loads(open(meta_path).read()) if os.path.exists(meta_path) else {}
-    return "likelihood" if meta.get("head") == "likelihood_mlp" else "linear"
+    meta_path = Path(path, CONFIG_FILE)
+    saved = json.loads(meta_path.read_text()).get("head") if meta_path.exists() else None
+    return next((kind for kind, name in SAVED_NAMES.items() if name == saved), "linear")
 
 
 def load_prm(
@@ -219,7 +221,7 @@ def save_prm(model: ValueHeadModel, tokenizer: Any, path: str, extra: dict | Non
     save_file(head, os.path.join(path, HEAD_FILE))
     likelihood = model.head_kind == "likelihood"
     meta = {
-        "head": "likelihood_mlp" if likelihood else "linear_sigmoid",
+        "head": SAVED_NAMES[model.head_kind],
         "read_at": "last_real_token",
         "hidden_size": int(model.config.hidden_size),
         "value_range": [0.0, 1.0],

@@ -120,9 +120,9 @@ def prm_worker(config: dict) -> None:
     torch.manual_seed(cfg.seed)
     fmt = PromptFormat(**config["prompt_format"])
     model, tokenizer = load_prm(
-        config["base_dir"], trust_remote_code=config["trust_remote_code"], head=config.get("head", "linear")
+        config["base_dir"], trust_remote_code=config["trust_remote_code"], head=config["head"]
     )
-    if getattr(cfg, "freeze_backbone", False):
+    if cfg.freeze_backbone:
         model.backbone.requires_grad_(False)
     elif cfg.lora.enabled:
         model.backbone = apply_lora(model.backbone, cfg.lora, task_type="FEATURE_EXTRACTION")
