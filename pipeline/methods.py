@@ -249,11 +249,12 @@ def select_rest_em_traces(cfg: DictConfig, run: RunDir, train: list[Question], k
     `round_<k>/sft.jsonl` (the SFT phase accumulates rounds 1..k). For arith, `trace_precision` is the
     share of selected traces whose every step is right (an instrument, not a filter)."""
     fmt = PromptFormat.from_backbone(cfg.backbone)
+    tokenizer = phases.prompt_tokenizer(cfg)
     by_question = load_samples(run.round_dir(k) / SAMPLES_FILE)
     sft: list[SFTExample] = []
     for q in sorted(train, key=lambda q: q.id):
         samples = [(tuple(r["steps"]), int(r["tokens"])) for r in by_question.get(q.id, [])]
-        sft += select_rest_em(q, samples, q.answer, fmt, int(cfg.baselines.rest_em_top_k))
+        sft += select_rest_em(q, samples, q.answer, fmt, int(cfg.baselines.rest_em_top_k), tokenizer)
     sft = [
         SFTExample(e.question_id, e.prompt, e.solution, e.steps, e.value, f"rest_em_round_{k}") for e in sft
     ]
@@ -274,6 +275,7 @@ def select_pairs(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
     `baselines.min_margin`) -> `round_<k>/pairs.jsonl`. Info `chosen_correct`: share of pairs whose chosen
     solution is graded correct (how often the judge agrees with the gold answer)."""
     fmt = PromptFormat.from_backbone(cfg.backbone)
+    tokenizer = phases.prompt_tokenizer(cfg)
     by_question = load_samples(run.round_dir(k) / SAMPLES_FILE)
     pairs: list[PreferencePair] = []
     chosen_ok: list[bool] = []
@@ -281,7 +283,7 @@ def select_pairs(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
         rows = by_question.get(q.id, [])
         samples = [(tuple(r["steps"]), int(r["tokens"])) for r in rows]
         found = preference_pairs(
-            q, samples, [r.get("judge") for r in rows], fmt, float(cfg.baselines.min_margin)
+            q, samples, [r.get("judge") for r in rows], fmt, float(cfg.baselines.min_margin), tokenizer
         )
         pairs += found
         correct_texts = {fmt.solution(r["steps"]) for r in rows if r["correct"]}

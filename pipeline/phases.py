@@ -69,6 +69,18 @@ def start_models(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     return models
 
 
+def prompt_tokenizer(cfg: DictConfig) -> Any:
+    """The policy's tokenizer where prompts are rendered by its chat template (prompt_format=chat); None
+    for the plain format. Datasets written by the loop hold the same prompt text the actors generate from."""
+    if cfg.backbone.prompt_format != "chat":
+        return None
+    from trainers.backbones import prompt_tokenizer as load
+    from trainers.backbones import resolve_backbone
+
+    paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
+    return load(cfg.backbone, paths.tokenizer_dir)
+
+
 def shard_questions(questions: list[Question], size: int) -> list[tuple[Question, ...]]:
     ordered = sorted(questions, key=lambda q: q.id)
     return [tuple(ordered[i : i + size]) for i in range(0, len(ordered), max(1, size))]
@@ -123,6 +135,7 @@ def infer_values(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
     from pipeline.values import prm_examples, select_sft
 
     fmt = PromptFormat.from_backbone(cfg.backbone)
+    tokenizer = prompt_tokenizer(cfg)
     by_id = {q.id: q for q in train}
     check = _trace_checker(cfg)
     sft: list[SFTExample] = []
@@ -135,7 +148,15 @@ def infer_values(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
                 continue
             trace_ok = (lambda steps, q=q: check(q, steps)) if check else None
             prm += prm_examples(tree.nodes, q.content, q.answer, fmt.answer_prefix)
-            chosen = select_sft(tree.nodes, q.content, cfg.selection, fmt, gold=q.answer, trace_ok=trace_ok)
+            chosen = select_sft(
+                tree.nodes,
+                q.content,
+                cfg.selection,
+                fmt,
+                gold=q.answer,
+                trace_ok=trace_ok,
+                tokenizer=tokenizer,
+            )
             sft += chosen
             steps_ok += [trace_ok(e.steps) for e in chosen] if trace_ok else []
     sft = [_with_source(e, k) for e in sft]
@@ -196,6 +217,7 @@ def train_policy(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
         storage_dir=str(run.root / "ray_train"),
         name=f"sft-round-{k}",
         trust_remote_code=cfg.backbone.trust_remote_code,
+        add_special_tokens=cfg.backbone.prompt_format == "plain",
     )
     info = {"policy_dir": str(out), "examples": len(examples), "replay": len(replay), **_scalars(metrics)}
     return [out], info
@@ -222,7 +244,8 @@ def replay_examples(cfg: DictConfig, n: int) -> list[SFTExample]:
     fmt = PromptFormat.from_backbone(cfg.backbone)
     questions = warm_start_set(cfg.task, cfg.seed)
     picked = random.Random(f"replay/{cfg.seed}").sample(questions, min(n, len(questions)))
-    return [fmt.gold_example(q, "replay") for q in picked]
+    tokenizer = prompt_tokenizer(cfg)
+    return [fmt.gold_example(q, "replay", tokenizer) for q in picked]
 
 
 def train_prm(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):

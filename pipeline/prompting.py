@@ -72,9 +72,8 @@ class PromptFormat:
     def answer_step(self, answer: str) -> str:
         return f"{self.answer_prefix} {answer}"
 
-    def gold_example(self, question: Question, source: str) -> SFTExample:
+    def gold_example(self, question: Question, source: str, tokenizer: Any = None) -> SFTExample:
         """An SFT example from a question's worked gold solution (warm start, its replay)."""
         steps = tuple(question.solution)
-        return SFTExample(
-            question.id, self.prompt(question.content), self.solution(steps), steps, 1.0, source
-        )
+        prompt = self.prompt(question.content, tokenizer)
+        return SFTExample(question.id, prompt, self.solution(steps), steps, 1.0, source)

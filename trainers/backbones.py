@@ -35,6 +35,12 @@ SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0, 1, 2, 3 in every ti
 ARITH_CHARS = "0123456789+-*()=Q: \nTheanswri"
 # Any other task on the tiny backbone gets printable ASCII plus tab and newline.
 ASCII_CHARS = "".join(chr(c) for c in range(32, 127)) + "\t\n"
+# The tiny backbone's chat template (backbone.prompt_format=chat): a stand-in for a real model's template,
+# so the chat prompt path (Llama-3, GLM, SmolLM2 groups) runs end to end on the tiny model in tests.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>\n{% endif %}"
+)
 _MARKER = "build.json"  # written last inside the temp dir; present = complete entry
 
 
@@ -74,6 +80,24 @@ def resolve_backbone(backbone_cfg: Any, task_cfg: Any, cache_dir: str | Path, se
     )
 
 
+def prompt_tokenizer(backbone_cfg: Any, tokenizer_dir: str) -> Any:
+    """The tokenizer that renders prompts: None for the plain format (its template needs none), else the
+    policy's tokenizer with its chat template. Every prompt the loop writes into a dataset (SFT traces,
+    replay, warm start, preference pairs) goes through it, as the policy actor's prompts do."""
+    if backbone_cfg.prompt_format != "chat":
+        return None
+    from transformers import AutoTokenizer
+
+    remote = bool(backbone_cfg.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=remote)
+    if not getattr(tokenizer, "chat_template", None):
+        raise BackboneError(
+            f"backbone.prompt_format=chat but the tokenizer in {tokenizer_dir} has no chat template; "
+            "use backbone.prompt_format=plain with a prompt_template"
+        )
+    return tokenizer
+
+
 # -------------------------------------------------------------------------------------- cache helper
 
 
@@ -110,12 +134,14 @@ def tiny_alphabet(backbone_cfg: Any, task_cfg: Any) -> str:
     chars = ARITH_CHARS if task_cfg.name == "arith" else ASCII_CHARS
     fixed = backbone_cfg.prompt_template.replace("{question}", "")
     fixed += backbone_cfg.answer_prefix + backbone_cfg.step_delimiter
+    if backbone_cfg.prompt_format == "chat":
+        fixed += "<system><user><assistant>\n" + backbone_cfg.system_prompt
     return "".join(sorted(set(chars + fixed)))
 
 
 def tiny_spec(backbone_cfg: Any, task_cfg: Any, seed: int) -> dict[str, Any]:
     """Everything a tiny build depends on; its hash names the cache entry."""
-    return {
+    spec = {
         "kind": "tiny",
         "version": TINY_VERSION,
         "hidden": backbone_cfg.tiny_hidden,
@@ -126,6 +152,9 @@ def tiny_spec(backbone_cfg: Any, task_cfg: Any, seed: int) -> dict[str, Any]:
         "alphabet": tiny_alphabet(backbone_cfg, task_cfg),
         "seed": seed,
     }
+    if backbone_cfg.prompt_format == "chat":  # plain builds keep their old key (and cache entry)
+        spec["chat_template"] = TINY_CHAT_TEMPLATE
+    return spec
 
 
 def build_tiny_tokenizer(alphabet: str, model_max_length: int):
@@ -160,6 +189,8 @@ def _write_tiny(spec: dict[str, Any], out: Path) -> None:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_tiny_tokenizer(spec["alphabet"], spec["max_positions"])
+    if spec.get("chat_template"):
+        tokenizer.chat_template = spec["chat_template"]
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec["hidden"],

@@ -28,9 +28,14 @@ from trainers.job import run_training_job, worker_context, write_metrics
 IGNORE = -100
 
 
-def encode_sft(tokenizer: Any, prompt: str, solution: str, max_length: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for one example; labels are -100 on the prompt; truncated to max_length."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+def encode_sft(
+    tokenizer: Any, prompt: str, solution: str, max_length: int, add_special_tokens: bool = True
+) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one example; labels are -100 on the prompt; truncated to max_length.
+
+    `add_special_tokens` as the policy actor encodes its prompts: True for the plain format, False for a
+    chat template (the rendered template already holds the special tokens it wants)."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
     solution_ids = tokenizer(solution, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         solution_ids = solution_ids + [tokenizer.eos_token_id]
@@ -71,7 +76,10 @@ def sft_worker(config: dict) -> None:
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora, task_type="CAUSAL_LM")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    rows = [encode_sft(tokenizer, e["prompt"], e["solution"], cfg.max_length) for e in config["examples"]]
+    special = config["add_special_tokens"]
+    rows = [
+        encode_sft(tokenizer, e["prompt"], e["solution"], cfg.max_length, special) for e in config["examples"]
+    ]
     plan = make_plan(len(rows), cfg, ctx.world_size)
     engine = build_engine(model, cfg, ctx, plan.optimizer_steps)
     result = fit(
@@ -98,6 +106,7 @@ def train_sft(
     storage_dir: str,
     name: str = "sft",
     trust_remote_code: bool = False,
+    add_special_tokens: bool = True,
 ) -> dict:
     """Fine-tune the causal LM in `base_dir` on `examples`; write `out_dir`; return the job's metrics.
 
@@ -110,6 +119,7 @@ def train_sft(
         "out_dir": os.path.abspath(out_dir),
         "examples": [{"prompt": e.prompt, "solution": e.solution} for e in examples],
         "trust_remote_code": trust_remote_code,
+        "add_special_tokens": add_special_tokens,
         "name": name,
     }
     return run_training_job(sft_worker, loop_config, train_cfg, name, storage_dir)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.prompting import PromptFormat
-from trainers.backbones import _cached, _key, resolve_backbone
+from trainers.backbones import _cached, _key, prompt_tokenizer, resolve_backbone
 from trainers.job import train_cfg_dict
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,17 @@ def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: in
     fmt = PromptFormat.from_backbone(backbone_cfg)
 
     def build(tmp: Path) -> None:
-        examples = [fmt.gold_example(q, "warm_start") for q in questions]
+        tokenizer = prompt_tokenizer(backbone_cfg, base)
+        examples = [fmt.gold_example(q, "warm_start", tokenizer) for q in questions]
         log.info("warm start: SFT on %d worked solutions (cached once in %s)", len(examples), cache_dir)
         metrics = train_sft(
-            base, examples, str(tmp / "policy"), train_cfg, str(tmp / "jobs"), name="warm-start"
+            base,
+            examples,
+            str(tmp / "policy"),
+            train_cfg,
+            str(tmp / "jobs"),
+            name="warm-start",
+            add_special_tokens=fmt.style == "plain",
         )
         _log_done("warm start", metrics)
 
