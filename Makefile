@@ -12,7 +12,7 @@ install:
 lint:
 	ruff check .
 	ruff format --check .
-	$(PY) -m compileall -q run.py pipeline actors trainers conf bench
+	$(PY) -m compileall -q run.py pipeline models actors trainers loop conf bench
 
 # The default test run (CI): lint + every test not marked slow (unit + ray tiers).
 test: lint

@@ -34,14 +34,14 @@ def main(argv: list[str]) -> int:
         level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     if cfg.mode == "evaluate":
-        from pipeline.evaluate import evaluate_main
+        from loop.evaluate import evaluate_main
 
         return evaluate_main(cfg, train, heldout)
     if cfg.mode == "compare":
-        from pipeline.compare import compare_main
+        from loop.compare import compare_main
 
         return compare_main(cfg, argv)
-    from pipeline.driver import train_main
+    from loop.driver import train_main
 
     return train_main(cfg, train, heldout)
 

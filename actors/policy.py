@@ -1,6 +1,6 @@
 """PolicyActor: one policy replica (HF transformers) serving batched next-step proposals.
 
-A plain class: `ray.remote` is applied where the pool builds it, so tests and `pipeline.api` run the
+A plain class: `ray.remote` is applied where the pool builds it, so tests and `loop.api` run the
 same class in-process. With `policy.engine` vllm or endpoint, every call goes to that engine
 (actors/engines, same semantics); what follows describes the default HF engine. Every text goes
 through `PromptFormat` (one rendering for generation, SFT and the PRM).

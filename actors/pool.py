@@ -29,7 +29,8 @@ from typing import Any
 from actors.policy import PolicyActor
 from actors.prm import PRMActor
 from actors.router import RayBackend
-from actors.search_worker import SearchWorker, Shard
+from actors.search_worker import SearchWorker
+from pipeline.shards import Shard
 
 log = logging.getLogger(__name__)
 

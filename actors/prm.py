@@ -1,6 +1,6 @@
 """PRMActor: one process reward model replica serving batched value scoring.
 
-A plain class (`ray.remote` applied by the pool). The model is loaded with `trainers.prm_model.load_prm`
+A plain class (`ray.remote` applied by the pool). The model is loaded with `models.prm.load_prm`
 (a plain LM directory loads as an untrained PRM with a fixed-seed head); texts are rendered with
 `PromptFormat.prefix`, exactly what the PRM is trained on.
 """
@@ -40,7 +40,7 @@ class PRMActor:
 
     def reload(self, model_dir: str) -> None:
         """Load (new) PRM weights from an HF directory (with or without a trained value head)."""
-        from trainers.prm_model import load_prm
+        from models.prm import load_prm
 
         self.release()
         dtype = pick_dtype(self.backbone.dtype, self.device)
@@ -68,7 +68,7 @@ class PRMActor:
     def score(self, requests: Sequence[Score]) -> list[float]:
         """V(question, steps) in [0, 1] per request, in order; one forward pass per chunk of
         `prm.max_batch_size` texts, each chunk padded to its longest input. Duplicates are scored once."""
-        from trainers.prm_model import score_texts
+        from models.prm import score_texts
 
         if self.model is None:
             raise RuntimeError("PRM weights were released; call reload(model_dir) first")

@@ -7,7 +7,7 @@ trees whose answers are all in advance at once and their new requests join the n
 policy works on one batch, the trees answered by the PRM are already preparing the next one.
 
 Backends (`submit(kind, batch) -> ticket`, `wait() -> (ticket, answers)`, `capacity(kind)`):
-`LocalBackend` answers in-process (tests, `pipeline.api`); `actors.router.RayBackend` sends remote calls
+`LocalBackend` answers in-process (tests, `loop.api`); `actors.router.RayBackend` sends remote calls
 to the least-loaded replica and waits with `ray.wait`.
 
 The shard file (docs/FORMATS.md) is written once, atomically, when every tree of the shard is done.
@@ -24,66 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.records import NodeRecord, Question, SearchResult, from_dict, to_dict
-from pipeline.rundir import atomic_write_jsonl, read_jsonl
+from pipeline.records import Question
+from pipeline.rundir import atomic_write_jsonl
 from pipeline.search.protocol import Critique, Propose, Request, Score, SearchGen, StepProposer, StepScorer
-from pipeline.search.seeding import derive_seed
+from pipeline.shards import SEARCH_KINDS, Shard, tree_row
 
 log = logging.getLogger(__name__)
 
-SEARCH_KINDS = ("mcts", "tot_bfs", "tot_dfs")
 KIND_OF = {Propose: "propose", Score: "score", Critique: "critique"}
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Shard:
-    """A unit of search work: these questions, searched with `kind`, written to `out_path`."""
-
-    shard_id: int
-    round: int
-    questions: tuple[Question, ...]
-    out_path: str
-    kind: str = "mcts"  # mcts | tot_bfs | tot_dfs
-    seed: int = 0  # the run's `seed`: each tree is seeded by (seed, round, question id)
-
-    def tree_seed(self, question_id: str) -> int:
-        return derive_seed(self.seed, self.round, question_id)
-
-
-@dataclass(frozen=True)
-class TreeRecord:
-    """One line of a shard file, typed (docs/FORMATS.md)."""
-
-    question_id: str
-    round: int
-    shard_id: int
-    kind: str
-    seed: int
-    gold: str | None
-    result: SearchResult
-    nodes: tuple[NodeRecord, ...]
-
-
-def load_shard(path: str | Path) -> list[TreeRecord]:
-    """Read a shard file written by `SearchWorker.run_shard`, in the shard's question order."""
-    out = []
-    for row in read_jsonl(Path(path)):
-        if row.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{path}: shard format {row.get('format')!r}, expected {FORMAT_VERSION}")
-        out.append(
-            TreeRecord(
-                question_id=row["question_id"],
-                round=row["round"],
-                shard_id=row["shard_id"],
-                kind=row["kind"],
-                seed=row["seed"],
-                gold=row["gold"],
-                result=from_dict(SearchResult, row["result"]),
-                nodes=tuple(from_dict(NodeRecord, n) for n in row["nodes"]),
-            )
-        )
-    return out
 
 
 @dataclass
@@ -202,7 +150,8 @@ class SearchWorker:
                     requests = tree.gen.send([])
             except StopIteration as stop:
                 del live[slot]
-                rows.append(self._row(shard, tree.question, stop.value, time.monotonic() - tree.t0))
+                outcome, seconds = stop.value, time.monotonic() - tree.t0
+                rows.append(tree_row(shard, tree.question, outcome.result, outcome.tree, seconds))
                 with self._lock:
                     self._progress.trees_done += 1
                 return
@@ -267,18 +216,3 @@ class SearchWorker:
             else:
                 p.critiques += len(answers)
                 p.tokens += sum(a.tokens for a in answers)
-
-    def _row(self, shard: Shard, question: Question, outcome: Any, seconds: float) -> dict[str, Any]:
-        result = to_dict(outcome.result)
-        result["seconds"] = result.get("seconds") or round(seconds, 4)
-        return {
-            "format": FORMAT_VERSION,
-            "question_id": question.id,
-            "round": shard.round,
-            "shard_id": shard.shard_id,
-            "kind": shard.kind,
-            "seed": shard.tree_seed(question.id),
-            "gold": question.answer,
-            "result": result,
-            "nodes": [to_dict(n) for n in outcome.tree],
-        }

@@ -124,8 +124,8 @@ def main() -> None:
 
     from actors.prm import PRMActor
     from conf.load import compose
+    from models.backbones import resolve_backbone
     from pipeline.tasks.arith import generate
-    from trainers.backbones import resolve_backbone
 
     cfg = compose(
         [f"backbone={args.backbone}", "iteration=0", f"backbone.max_step_tokens={args.step_tokens}"]

@@ -115,11 +115,11 @@ def main(argv: list[str]) -> int:
 
     from actors.cluster import init_ray
     from actors.pool import Pool
-    from actors.search_worker import Shard, load_shard
     from conf.load import compose
+    from models.backbones import resolve_backbone
     from pipeline.prompting import PromptFormat
+    from pipeline.shards import Shard, load_shard
     from pipeline.tasks.arith import generate
-    from trainers.backbones import resolve_backbone
 
     cfg = compose(
         [

@@ -109,9 +109,9 @@ def main(argv: list[str]) -> int:
 
     from actors.cluster import init_ray, shutdown_ray
     from conf.load import compose
+    from models.backbones import resolve_backbone
     from pipeline.prompting import PromptFormat
     from pipeline.tasks.arith import warm_start_set
-    from trainers.backbones import resolve_backbone
     from trainers.engine import STEADY_AFTER_STEPS
 
     if args.steps <= STEADY_AFTER_STEPS:

@@ -29,7 +29,7 @@ def ray_session():
 def tiny_dirs(tmp_path_factory):
     """The untrained tiny backbone (policy and PRM base), built once per session in a temp cache."""
     from conf.load import compose
-    from trainers.backbones import resolve_backbone
+    from models.backbones import resolve_backbone
 
     cfg = compose([])
     cache = tmp_path_factory.mktemp("cache")

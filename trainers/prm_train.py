@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from models.prm import encode, load_prm, save_prm
 from pipeline.prompting import PRMText, PromptFormat
 from pipeline.records import PRMExample, from_dict, to_dict
 from trainers.engine import (
@@ -30,7 +31,6 @@ from trainers.engine import (
     summary,
 )
 from trainers.job import WorkerContext, run_training_job, worker_context, write_metrics
-from trainers.prm_model import encode, load_prm, save_prm
 
 
 def split_heldout(

@@ -25,8 +25,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from models.backbones import _cached, _key, prompt_tokenizer, resolve_backbone
 from pipeline.prompting import PromptFormat
-from trainers.backbones import _cached, _key, prompt_tokenizer, resolve_backbone
 from trainers.job import train_cfg_dict
 
 log = logging.getLogger(__name__)

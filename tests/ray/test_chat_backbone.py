@@ -41,9 +41,9 @@ ARGS = [
 
 
 def test_chat_backbone_runs_one_full_iteration(ray_session, tmp_path):
-    from pipeline import phases
+    from loop import phases
+    from loop.driver import Driver
     from pipeline.data import load_questions
-    from pipeline.driver import Driver
     from pipeline.prompting import PromptFormat
     from pipeline.records import NodeRecord, Question, to_dict
     from pipeline.rundir import RunDir, atomic_write_jsonl

@@ -37,7 +37,7 @@ def pool(ray_session, tiny_dirs, cfg):
 
 
 def shards(cfg, tmp_path, round_=0):
-    from actors.search_worker import Shard
+    from pipeline.shards import Shard
     from pipeline.tasks.arith import generate
 
     qs = generate(8, [2, 3], seed=round_, max_operand=cfg.task.max_operand)
@@ -48,7 +48,7 @@ def shards(cfg, tmp_path, round_=0):
 
 
 def check_files(paths, work):
-    from actors.search_worker import load_shard
+    from pipeline.shards import load_shard
 
     assert [p for p in paths] == [s.out_path for s in work]
     for path, shard in zip(paths, work, strict=True):
@@ -103,7 +103,7 @@ def test_killed_policy_replica_restarts_and_requests_are_retried(pool, cfg, tmp_
 def test_evaluate_methods_through_the_pool(pool, cfg):
     from omegaconf import OmegaConf
 
-    from pipeline.evaluate import evaluate_methods, table
+    from loop.evaluate import evaluate_methods, table
     from pipeline.tasks.arith import generate
 
     qs = generate(4, [2, 3], seed=5, max_operand=cfg.task.max_operand)

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from conf.schema import LoraConfig, TrainConfig
+from models.prm import load_prm, saved_head, score_texts
 from pipeline.prompting import PromptFormat
 from pipeline.records import PRMExample, SFTExample
-from trainers.prm_model import load_prm, saved_head, score_texts
 from trainers.prm_train import pairwise_accuracy, split_heldout, train_prm
 from trainers.sft import encode_sft, train_sft
 

@@ -29,9 +29,9 @@ from actors.engines.vllm_engine import VllmEngine  # noqa: E402
 from actors.prm import PRMActor  # noqa: E402
 from conf.load import compose  # noqa: E402
 from conf.schema import EndpointConfig, PRMConfig, SearchConfig  # noqa: E402
+from models.backbones import BackboneError, convert_smollm2  # noqa: E402
 from pipeline.search.mcts import search  # noqa: E402
 from pipeline.search.protocol import Propose, serve_sync  # noqa: E402
-from trainers.backbones import BackboneError, convert_smollm2  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

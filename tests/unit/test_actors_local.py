@@ -121,7 +121,7 @@ def test_release_then_reload(policy, trained_dir):
 
 def test_prm_scores_in_unit_interval_match_score_texts(trained_dir, backbone):
     from actors.prm import PRMActor
-    from trainers.prm_model import score_texts
+    from models.prm import score_texts
 
     prm = PRMActor(trained_dir, backbone, PRMConfig(max_batch_size=2))
     reqs = [
@@ -148,8 +148,9 @@ def _questions(n):
 
 def test_worker_trees_do_not_depend_on_how_many_run_at_once(tmp_path):
     """With seeded fakes, the shard file is the same whether trees run one at a time or interleaved."""
-    from actors.search_worker import LocalBackend, SearchWorker, Shard, load_shard
+    from actors.search_worker import LocalBackend, SearchWorker
     from conf.schema import SearchConfig
+    from pipeline.shards import Shard, load_shard
     from tests.fakes import FakeProposer, FakeScorer, hashed_proposer, hashed_scorer
 
     cfg = SearchConfig(iteration_limit=6, branch=3, roll_forward_steps=1)
@@ -167,8 +168,9 @@ def test_worker_trees_do_not_depend_on_how_many_run_at_once(tmp_path):
 def test_worker_on_the_tiny_policy_and_prm_counts_every_token(trained_dir, backbone, tmp_path):
     from actors.policy import PolicyActor
     from actors.prm import PRMActor
-    from actors.search_worker import LocalBackend, SearchWorker, Shard, load_shard
+    from actors.search_worker import LocalBackend, SearchWorker
     from conf.schema import SearchConfig
+    from pipeline.shards import Shard, load_shard
 
     policy = PolicyActor(trained_dir, backbone, PolicyConfig(max_batch_size=16))
     prm = PRMActor(trained_dir, backbone, PRMConfig())
@@ -220,7 +222,7 @@ def test_multi_token_delimiter_stops_by_text(trained_dir):
 
 def test_api_solve_runs_mcts_in_process(trained_dir):
     from conf.load import compose
-    from pipeline.api import solve
+    from loop.api import solve
 
     cfg = compose(["backbone.max_step_tokens=24"])
     sol = solve("1+2", cfg, policy_dir=trained_dir, prm_dir=trained_dir, iteration_limit=4, branch=2)

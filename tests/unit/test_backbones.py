@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conf.schema import BackboneConfig, TaskConfig
-from trainers.backbones import (
+from models.backbones import (
     ARITH_CHARS,
     SPECIAL_TOKENS,
     BackboneError,
@@ -105,7 +105,7 @@ def test_same_seed_same_weights_in_another_cache(tmp_path):
 
 def test_losing_a_build_race_uses_the_winners_entry(tmp_path, monkeypatch):
     """Another process finishes the same entry while this one builds: the rename loses, the entry wins."""
-    import trainers.backbones as backbones
+    import models.backbones as backbones
 
     real_write = backbones._write_tiny
     calls = []

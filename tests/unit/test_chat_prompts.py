@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from conf.load import compose
+from models.backbones import ASCII_CHARS, TINY_CHAT_TEMPLATE, build_tiny_tokenizer
 from pipeline.baselines import preference_pairs, select_rest_em
 from pipeline.prompting import PromptFormat
 from pipeline.records import Question
 from pipeline.values import select_sft
 from tests.unit.test_values import SFT_SPEC, make_tree
-from trainers.backbones import ASCII_CHARS, TINY_CHAT_TEMPLATE, build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def test_chat_groups_render_every_dataset_prompt_with_the_template(group, chat_t
 
 
 def test_tiny_chat_build_has_a_template_and_plain_build_keeps_its_cache_key(tmp_path):
-    from pipeline import phases
-    from trainers.backbones import tiny_spec
+    from loop import phases
+    from models.backbones import tiny_spec
 
     plain = compose([])
     chat = compose(["backbone.prompt_format=chat", "backbone.system_prompt=Be brief."])

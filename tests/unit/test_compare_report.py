@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pipeline.compare as compare
+import loop.compare as compare
 from conf.load import compose
 from pipeline.rundir import RunDir
 
@@ -109,12 +109,12 @@ def test_final_models_follow_the_manifest(tmp_path):
 
 def _stub_compare(monkeypatch) -> tuple[list, dict]:
     """compare_main without training or analysis: returns (configs of the three runs, the analysis cfg)."""
+    import loop.driver
     import pipeline.data
-    import pipeline.driver
 
     seen: list = []
     analysed: dict = {}
-    monkeypatch.setattr(pipeline.driver, "train_main", lambda cfg, train, heldout: seen.append(cfg) or 0)
+    monkeypatch.setattr(loop.driver, "train_main", lambda cfg, train, heldout: seen.append(cfg) or 0)
     monkeypatch.setattr(pipeline.data, "load_questions", lambda *a, **k: ([], []))
     monkeypatch.setattr(compare, "analyse", lambda cfg, *a: analysed.update(cfg=cfg))
     return seen, analysed

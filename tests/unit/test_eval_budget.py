@@ -10,7 +10,7 @@ from collections import namedtuple
 
 import pytest
 
-import pipeline.evaluate as evaluate
+import loop.evaluate as evaluate
 from actors.search_worker import LocalBackend, SearchWorker
 from conf.load import ConfigError, compose
 from pipeline.records import Question
@@ -144,7 +144,7 @@ def test_sweep_scales_knobs_and_keeps_cot_single(tmp_path):
 
 
 def test_plot_budget_draws_lines_and_single_points(tmp_path):
-    from pipeline.plots import plot_budget
+    from loop.plots import plot_budget
 
     lines = {"cot": [(12.0, 0.3, "")], "sc": [(20, 0.4, "n=2"), (40, 0.5, "n=4")], "empty": []}
     path = plot_budget(lines, tmp_path / "sub" / "budget.png", title="t")
@@ -153,7 +153,7 @@ def test_plot_budget_draws_lines_and_single_points(tmp_path):
 
 def test_evaluate_main_prints_both_tables_and_draws_the_png(tmp_path, monkeypatch, capsys):
     import actors.cluster
-    import pipeline.api
+    import loop.api
 
     pool = FakePool()
     pool.shutdown = lambda: None
@@ -162,7 +162,7 @@ def test_evaluate_main_prints_both_tables_and_draws_the_png(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "actors.pool", fake_pool_module)
     monkeypatch.setattr(actors.cluster, "init_ray", lambda ray_cfg: "http://dash")
     monkeypatch.setattr(actors.cluster, "shutdown_ray", lambda: None)
-    monkeypatch.setattr(pipeline.api, "default_models", lambda cfg: ("policy", "prm"))
+    monkeypatch.setattr(loop.api, "default_models", lambda cfg: ("policy", "prm"))
     cfg = compose([*BASE, "eval.budgets=[0.5,2]", f"run.root={tmp_path}", "run.name=sweep"])
     assert evaluate.evaluate_main(cfg, [], QUESTIONS) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Baseline phases (pipeline.methods): budget loop and the (files, info) contract, with a fake pool."""
+"""Baseline phases (loop.methods): budget loop and the (files, info) contract, with a fake pool."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import pytest
 
 from conf.load import compose
-from pipeline import phases
-from pipeline.methods import (
+from loop import phases
+from loop.methods import (
     SAMPLES_FILE,
     baseline_phases,
     generate,

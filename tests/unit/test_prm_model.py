@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.prompting import PRMText, PromptFormat
-from trainers.prm_model import (
+from models.prm import (
     HEAD_FILE,
     ValueHeadModel,
     encode,
@@ -17,6 +16,7 @@ from trainers.prm_model import (
     saved_head,
     score_texts,
 )
+from pipeline.prompting import PRMText, PromptFormat
 
 
 @pytest.fixture(scope="module")

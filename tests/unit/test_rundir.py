@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conf.load import ConfigError, compose
-from pipeline.metrics import MetricsLog
+from loop.metrics import MetricsLog
 from pipeline.rundir import RunDir, atomic_write_jsonl, config_differences, read_jsonl
 
 

@@ -1,6 +1,6 @@
 """Single-question API, the authors' `MCTS_Task(question, ...).run()` in this project's terms.
 
-    >>> from pipeline.api import solve
+    >>> from loop.api import solve
     >>> sol = solve("(3+4)*2", iteration_limit=20)      # MCTS* on the configured backbone (tiny default)
     >>> sol.answer, sol.steps, sol.stats["expansions"]
 
@@ -32,7 +32,7 @@ def default_models(cfg: Any, round0: bool = True) -> tuple[str, str]:
     """(policy_dir, prm_dir): `backbone.policy_path`/`prm_path` when both are set; else the configured
     backbone, and for tiny on arith (with `round0`) its warm-started policy and D_V0 PRM, trained once
     per machine (a few minutes on 2 cores) and cached."""
-    from trainers.backbones import resolve_backbone
+    from models.backbones import resolve_backbone
 
     if cfg.backbone.policy_path and cfg.backbone.prm_path:
         return str(cfg.backbone.policy_path), str(cfg.backbone.prm_path)

@@ -3,7 +3,7 @@
     rest_em:         sample CoT solutions -> keep correct ones (top_k per question) -> SFT from round 0
     self_rewarding:  sample CoT solutions, judge each -> best/worst preference pair -> DPO from round 0
 
-Both keep the round-0 PRM (they do not train one). Same contract as `pipeline.phases`: each phase reads
+Both keep the round-0 PRM (they do not train one). Same contract as `loop.phases`: each phase reads
 its inputs from the run directory, writes files atomically and returns `(files, info)`.
 
 Equal budget: with `baselines.match_budget` and a reference run (`baselines.budget_run`, a rest_mcts run
@@ -27,7 +27,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipeline import phases
+from loop import phases
+from loop.phases import MethodPhases
 from pipeline.baselines import (
     LLM_JUDGE_PROMPT,
     PreferencePair,
@@ -39,7 +40,6 @@ from pipeline.baselines import (
     take_until_budget,
 )
 from pipeline.grading import extract_answer, grade
-from pipeline.phases import MethodPhases
 from pipeline.prompting import PromptFormat
 from pipeline.records import Question, SFTExample, from_dict, to_dict
 from pipeline.rundir import RunDir, atomic_write_jsonl, read_jsonl

@@ -47,8 +47,8 @@ def run_dirs(root: str | Path, name: str) -> dict[str, Path]:
 def compare_main(cfg: Any, argv: Sequence[str]) -> int:
     """Train (or resume) the three runs, analyse the final rest_mcts models, write the report."""
     from conf.load import compose
+    from loop.driver import train_main
     from pipeline.data import load_questions
-    from pipeline.driver import train_main
 
     base = [a for a in argv if a.split("=", 1)[0] not in _OWN_KEYS]
     dirs = run_dirs(cfg.run.root, cfg.run.name)
@@ -124,7 +124,7 @@ def analyse(cfg: Any, dirs: dict[str, Path], train: list, heldout: list, out: Pa
 
             pool = Pool.from_config(cfg, models["policy_dir"], models["prm_dir"])
         if todo[1]:
-            from pipeline.evaluate import evaluate_methods
+            from loop.evaluate import evaluate_methods
 
             results = evaluate_methods(pool, heldout, cfg, k, out / "search_eval")
             _write_json(out / "search_eval.json", {**results, "inputs": search_key})
@@ -138,8 +138,8 @@ def analyse(cfg: Any, dirs: dict[str, Path], train: list, heldout: list, out: Pa
 
 def train_orm(cfg: Any, samples_path: Path, train: list, prm_dir0: str, out: Path, key: dict) -> None:
     """Outcome reward model: the round-0 PRM regressed on 1/0 outcome labels of whole solutions."""
+    from loop.methods import load_samples
     from pipeline.baselines import orm_examples
-    from pipeline.methods import load_samples
     from pipeline.prompting import PromptFormat
     from trainers.prm_train import train_prm
 
@@ -275,7 +275,7 @@ def _iteration_section(out: Path, dirs: dict[str, Path], iteration: int) -> list
         lines.append(f"| {r['method']} | {r['round']} | " + " | ".join(accs) + f" | `{r['source']}` |")
         for e, res in r["results"].items():
             per_round.setdefault(r["round"], {})[f"{r['method']}/{e}"] = res["accuracy"]
-    from pipeline.plots import plot_accuracy
+    from loop.plots import plot_accuracy
 
     plot_accuracy(per_round, out / "accuracy.png", title="held-out accuracy: training method / eval method")
     return lines + ["", "![accuracy per iteration](accuracy.png)", ""]
@@ -299,8 +299,8 @@ def _budget_section(dirs: dict[str, Path], iteration: int) -> list[str]:
 
 
 def _search_section(out: Path) -> list[str]:
-    from pipeline.evaluate import budget_points
-    from pipeline.plots import plot_budget
+    from loop.evaluate import budget_points
+    from loop.plots import plot_budget
 
     path = out / "search_eval.json"
     data = _load(path)

@@ -40,10 +40,10 @@ class MethodPhases:
 
 
 def method_phases(method: str) -> MethodPhases:
-    """`method=rest_mcts` is defined here; the baselines (rest_em, self_rewarding) in pipeline.methods."""
+    """`method=rest_mcts` is defined here; the baselines (rest_em, self_rewarding) in loop.methods."""
     if method == "rest_mcts":
         return MethodPhases(search, infer_values, train_policy, train_prm)
-    from pipeline.methods import baseline_phases
+    from loop.methods import baseline_phases
 
     return baseline_phases(method)
 
@@ -55,7 +55,7 @@ def write_json(path: Path, data: Any) -> None:
 def start_models(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     """Round-0 checkpoints: the tiny backbone is built, warm-started and given a D_V0 PRM (all cached
     per machine); other backbones use the configured directories."""
-    from trainers.backbones import resolve_backbone
+    from models.backbones import resolve_backbone
 
     paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
     policy_dir, prm_dir = str(paths.policy_dir), str(paths.prm_dir)
@@ -74,8 +74,8 @@ def prompt_tokenizer(cfg: DictConfig) -> Any:
     for the plain format. Datasets written by the loop hold the same prompt text the actors generate from."""
     if cfg.backbone.prompt_format != "chat":
         return None
-    from trainers.backbones import prompt_tokenizer as load
-    from trainers.backbones import resolve_backbone
+    from models.backbones import prompt_tokenizer as load
+    from models.backbones import resolve_backbone
 
     paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
     return load(cfg.backbone, paths.tokenizer_dir)
@@ -91,7 +91,7 @@ def search(cfg: DictConfig, run: RunDir, get_pool: Any, train: list[Question], k
 
     A shard file exists only when complete (temp name + rename), so shards found on disk and readable
     are kept and only the rest are searched again after a kill."""
-    from actors.search_worker import Shard, load_shard
+    from pipeline.shards import Shard, load_shard
 
     out = run.round_dir(k) / "search"
     shards, todo = [], []
@@ -131,7 +131,7 @@ def _shard_complete(shard, load_shard) -> bool:
 
 def infer_values(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
     """Per-step values from every tree (PRM targets) and the best correct traces (SFT data)."""
-    from actors.search_worker import load_shard
+    from pipeline.shards import load_shard
     from pipeline.values import prm_examples, select_sft
 
     fmt = PromptFormat.from_backbone(cfg.backbone)

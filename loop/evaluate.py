@@ -192,7 +192,7 @@ def _best(group: list[Any]) -> tuple[tuple[str, ...], int]:
 
 def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[tuple[tuple[str, ...], int]]:
     """`method` on every question with `search_cfg`; shard files under `out_dir` (else a temporary one)."""
-    from actors.search_worker import Shard, load_shard
+    from pipeline.shards import Shard, load_shard
 
     size = max(1, -(-len(questions) // max(1, len(pool.workers))))  # one shard per worker
     with tempfile.TemporaryDirectory(prefix="eval-") as tmp:
@@ -306,8 +306,8 @@ def evaluate_main(cfg: Any, train: list[Question], heldout: list[Question]) -> i
     (accuracy vs tokens per question), prints the table (and the sweep's, with `eval.budgets`)."""
     from actors.cluster import init_ray, shutdown_ray
     from actors.pool import Pool
-    from pipeline.api import default_models
-    from pipeline.plots import plot_budget
+    from loop.api import default_models
+    from loop.plots import plot_budget
     from pipeline.rundir import atomic_write_text
 
     questions = train + heldout if cfg.task.name in ("file", "gsm8k") else (heldout or train)

@@ -20,10 +20,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import phases
-from pipeline.metrics import MetricsLog
+from loop import phases
+from loop.metrics import MetricsLog
+from loop.report import final_table, round_accuracies
 from pipeline.records import Question
-from pipeline.report import final_table, round_accuracies
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Driver:
             self.pool = None
 
     def evaluate(self, k: int, models: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
-        from pipeline.evaluate import evaluate_methods
+        from loop.evaluate import evaluate_methods
 
         results = evaluate_methods(
             self.pools(models), self.heldout, self.cfg, k, self.run.round_dir(k) / "eval"
@@ -95,7 +95,7 @@ class Driver:
             accuracies["prm_step_auc"] = quality["auc"]
         self.metrics.event("eval", k, **accuracies)
         per_round = round_accuracies(self.run, upto=k, current={k: results})
-        from pipeline.plots import plot_accuracy
+        from loop.plots import plot_accuracy
 
         plot_accuracy(per_round, self.run.root / "plots" / "accuracy.png", title=f"run {self.run.root.name}")
         return [path], results
@@ -105,8 +105,8 @@ class Driver:
         trees_dir = self.run.round_dir(k) / "eval" / "mcts"
         if self.cfg.task.name != "arith" or not trees_dir.is_dir():
             return None
-        from actors.search_worker import load_shard
         from pipeline.quality import arith_first_error, step_auc
+        from pipeline.shards import load_shard
 
         trees = [t.nodes for p in sorted(trees_dir.glob("shard-*.jsonl")) for t in load_shard(p)]
         questions = {q.id: q for q in self.heldout}

@@ -1,0 +1,493 @@
+"""Countdown: a seeded generator, an exact solver and a step checker (standard library only).
+
+Rules. Given N numbers (the difficulty, 2..5; drawn independently from 1..max_number, so duplicates
+are allowed and each copy is a separate number) and a target (min_target..max_target), combine numbers
+with + - * / to make the target. Each given number is used at most once; not all need to be used. Every
+step takes two available numbers and replaces them by its result, which must be a positive integer:
+`a-b` needs a > b, `a/b` needs b to divide a exactly. `x*1` and `x/1` are legal (merely wasteful). The
+generator yields solvable instances only (checked by the exact solver) whose target is not a given number.
+
+Question content (what the model reads): the numbers in drawn order, then `to` and the target:
+`8 3 5 2 to 24`. Two orderings of one multiset count as the same question (generation keeps one).
+
+Solution format: one operation per line, then the answer line:
+
+    8*3=24 (left: 24 5 2)
+    The answer is 24
+
+`left` is the multiset still available after the step. Canonical order (gold solutions): the new result
+first, then the untouched numbers in their previous order (the first copy of each operand is the one
+removed). Gold steps write the larger operand first. The checker compares `left` as a multiset and
+accepts `+` / `*` operands in either order. A trace is correct when every step is legal, the last
+operation's result equals the target, and the answer line (last line) states the target. A bare answer
+line is correct only when the target is one of the given numbers (never generated). Gold solutions are
+shortest derivations (fewest steps), one drawn among the shortest with an rng seeded by the content.
+Steps are parsed with a regular expression, never `eval`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pipeline.records import Question
+
+MIN_DIFFICULTY, MAX_DIFFICULTY = 2, 5
+MAX_NUMBER, MIN_TARGET, MAX_TARGET = 20, 10, 100  # defaults
+OPS = ("+", "-", "*", "/")
+ANSWER_PREFIX = "The answer is"
+SOURCE = "countdown"
+
+_QUESTION = re.compile(r"\s*([0-9]+(?:\s+[0-9]+)*)\s+to\s+([0-9]+)\s*")
+_STEP = re.compile(
+    r"([0-9]+)\s*([-+*/])\s*([0-9]+)\s*=\s*(-?[0-9]+)\s*\(\s*left:\s*(-?[0-9]+(?:\s+-?[0-9]+)*)\s*\)"
+)
+
+# ------------------------------------------------------------------------------------ format and rules
+
+
+@dataclass(frozen=True)
+class Step:
+    """One parsed operation line `a op b = result (left: ...)`; values as written, not checked."""
+
+    a: int
+    op: str
+    b: int
+    result: int
+    left: tuple[int, ...]
+
+
+def format_step(a: int, op: str, b: int, result: int, left: Sequence[int]) -> str:
+    return f"{a}{op}{b}={result} (left: {' '.join(map(str, left))})"
+
+
+def format_question(numbers: Sequence[int], target: int) -> str:
+    return f"{' '.join(map(str, numbers))} to {target}"
+
+
+def parse_question(content: str) -> tuple[tuple[int, ...], int]:
+    """(numbers in written order, target) of `8 3 5 2 to 24`. Raises ValueError."""
+    m = _QUESTION.fullmatch(content)
+    if not m:
+        raise ValueError(f"not a countdown question: {content!r}")
+    return tuple(int(t) for t in m.group(1).split()), int(m.group(2))
+
+
+def parse_step(line: str) -> Step | None:
+    """The operation line parsed (spaces around symbols tolerated), or None when it is not one."""
+    m = _STEP.fullmatch(line.strip())
+    if not m:
+        return None
+    a, op, b, result, left = m.groups()
+    return Step(int(a), op, int(b), int(result), tuple(int(t) for t in left.split()))
+
+
+def difficulty(question: Question | str) -> int:
+    """N, the count of given numbers."""
+    return len(parse_question(question.content if isinstance(question, Question) else question)[0])
+
+
+def question_id(content: str, difficulty: int) -> str:
+    """Stable id from the content alone: the same problem has the same id under every seed."""
+    return f"countdown-d{difficulty}-{hashlib.sha1(content.encode()).hexdigest()[:10]}"
+
+
+def _apply(op: str, a: int, b: int) -> int | None:
+    """Exact value of `a op b`; None for a division that is not exact."""
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    return a // b if b and a % b == 0 else None
+
+
+def _remove(state: Sequence[int], a: int, b: int) -> tuple[int, ...] | None:
+    """`state` without the first copy of a and then of b (order kept); None if either is missing."""
+    rest = list(state)
+    for x in (a, b):
+        if x not in rest:
+            return None
+        rest.remove(x)
+    return tuple(rest)
+
+
+def _moves(state: tuple[int, ...]) -> Iterator[tuple[int, str, int, int, tuple[int, ...]]]:
+    """Every legal step from `state` once per value pair: (a, op, b, result, canonical next state)."""
+    seen = set()
+    for i in range(len(state)):
+        for j in range(i + 1, len(state)):
+            a, b = max(state[i], state[j]), min(state[i], state[j])
+            if (a, b) in seen:
+                continue
+            seen.add((a, b))
+            rest = _remove(state, a, b)
+            for op in OPS:
+                r = _apply(op, a, b)
+                if r is not None and r > 0:
+                    yield a, op, b, r, (r, *rest)  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------------------ solver
+
+
+@lru_cache(maxsize=1 << 16)  # ~1 kB an entry
+def _children(key: tuple[int, ...]) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """(result, sorted next multiset) of every legal step from the sorted multiset `key`, deduplicated."""
+    return tuple(dict.fromkeys((r, tuple(sorted(nxt))) for *_, r, nxt in _moves(key)))
+
+
+@lru_cache(maxsize=1 << 18)  # ~0.25 kB an entry: the caches stay under ~150 MB
+def _within(key: tuple[int, ...], target: int, k: int) -> bool:
+    """Can the sorted multiset `key` hold the target after at most k steps?"""
+    if target in key:
+        return True
+    children = _children(key) if k > 0 else ()
+    return any(r == target for r, _ in children) or (
+        k > 1 and any(_within(nxt, target, k - 1) for _, nxt in children if len(nxt) > 1)
+    )
+
+
+@lru_cache(maxsize=1 << 16)
+def _can_finish(key: tuple[int, ...], target: int) -> bool:
+    """Is there a sequence of >= 1 steps from `key` whose last result is the target?"""
+    return any(r == target or (len(nxt) > 1 and _can_finish(nxt, target)) for r, nxt in _children(key))
+
+
+def clear_cache() -> None:
+    """Free the solver's memo tables (they are bounded, so this is optional)."""
+    for f in (_children, _within, _can_finish):
+        f.cache_clear()
+
+
+def reachable(numbers: Sequence[int], target: int) -> bool:
+    """Can the target be made from this multiset (a number equal to the target counts as made)?
+    Memoised on the sorted multiset: cheap to call on many states of one question."""
+    key = tuple(sorted(numbers))
+    return _within(key, target, len(key) - 1)
+
+
+def shortest_length(numbers: Sequence[int], target: int) -> int | None:
+    """Fewest steps to make the target (0 if it is given); None when unsolvable."""
+    key = tuple(sorted(numbers))
+    return next((k for k in range(len(key)) if _within(key, target, k)), None)
+
+
+def _optimal(state: tuple[int, ...], target: int, k: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(step line, next state) of each step after which the target is made in k - 1 more steps."""
+    return [
+        (format_step(a, op, b, r, nxt), nxt)
+        for a, op, b, r, nxt in _moves(state)
+        if _within(tuple(sorted(nxt)), target, k - 1)
+    ]
+
+
+def solve(
+    numbers: Sequence[int], target: int, limit: int = 1000, answer_prefix: str = ANSWER_PREFIX
+) -> list[tuple[str, ...]] | None:
+    """Up to `limit` distinct shortest solutions (step lines + answer line) in a fixed order; None if
+    the target cannot be made."""
+    k = shortest_length(numbers, target)
+    if k is None:
+        return None
+    out: list[tuple[str, ...]] = []
+
+    def walk(state: tuple[int, ...], k: int, lines: tuple[str, ...]) -> None:
+        if len(out) >= limit:
+            return
+        if k == 0:
+            out.append((*lines, f"{answer_prefix} {target}"))
+            return
+        for line, nxt in _optimal(state, target, k):
+            walk(nxt, k - 1, (*lines, line))
+
+    walk(tuple(numbers), k, ())
+    return out
+
+
+def shortest_solution(
+    numbers: Sequence[int], target: int, rng: random.Random | None = None, answer_prefix: str = ANSWER_PREFIX
+) -> tuple[str, ...] | None:
+    """One shortest solution: the first in `solve`'s order, or with `rng` a uniform choice among the
+    optimal steps at each step (not uniform over whole solutions). None if unsolvable."""
+    k = shortest_length(numbers, target)
+    if k is None:
+        return None
+    state, lines = tuple(numbers), []
+    for left in range(k, 0, -1):
+        options = _optimal(state, target, left)
+        line, state = rng.choice(options) if rng else options[0]
+        lines.append(line)
+    return (*lines, f"{answer_prefix} {target}")
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+
+def _key(numbers: Sequence[int], target: int) -> tuple[tuple[int, ...], int]:
+    return tuple(sorted(numbers)), target
+
+
+def _question(numbers: list[int], target: int) -> Question:
+    content = format_question(numbers, target)
+    gold = shortest_solution(numbers, target, random.Random(f"countdown/gold/{content}"))
+    return Question(
+        id=question_id(content, len(numbers)),
+        content=content,
+        answer=str(target),
+        source=SOURCE,
+        difficulty=len(numbers),
+        solution=gold or (),
+    )
+
+
+def _even_counts(n: int, difficulties: Sequence[int]) -> dict[int, int]:
+    k, counts = len(difficulties), {}
+    for i, d in enumerate(difficulties):
+        counts[d] = counts.get(d, 0) + n // k + (1 if i < n % k else 0)
+    return counts
+
+
+def _generate(
+    counts: dict[int, int], stream: str, ranges: tuple[int, int, int], exclude: set
+) -> list[Question]:
+    """`counts[d]` distinct solvable problems per difficulty, none whose (sorted numbers, target) is in
+    `exclude`; interleaved by difficulty."""
+    max_number, lo, hi = ranges
+    if max_number < 1 or not 1 <= lo <= hi:
+        raise ValueError(f"bad ranges: max_number {max_number}, targets {lo}..{hi}")
+    seen = set(exclude)
+    per_d: list[list[Question]] = []
+    for d, count in counts.items():
+        if not MIN_DIFFICULTY <= d <= MAX_DIFFICULTY:
+            raise ValueError(f"difficulty {d} outside {MIN_DIFFICULTY}..{MAX_DIFFICULTY}")
+        rng = random.Random(f"countdown/{stream}/d{d}")  # str seeds are hashed with sha512: stable
+        out: list[Question] = []
+        tries = 0
+        while len(out) < count:
+            tries += 1
+            if tries > 200 * count + 2000:
+                raise ValueError(f"cannot find {count} distinct solvable countdown problems with {d} numbers")
+            numbers, target = [rng.randint(1, max_number) for _ in range(d)], rng.randint(lo, hi)
+            key = _key(numbers, target)
+            if key in seen or target in numbers or not reachable(numbers, target):
+                continue
+            seen.add(key)
+            out.append(_question(numbers, target))
+        per_d.append(out)
+    mixed: list[Question] = []  # round-robin: any prefix or shard mixes difficulties
+    for i in range(max(map(len, per_d), default=0)):
+        mixed.extend(qs[i] for qs in per_d if i < len(qs))
+    return mixed
+
+
+def generate(
+    n: int,
+    difficulties: Sequence[int],
+    seed: int,
+    max_number: int = MAX_NUMBER,
+    *,
+    min_target: int = MIN_TARGET,
+    max_target: int = MAX_TARGET,
+    exclude: frozenset[str] | set[str] = frozenset(),
+) -> list[Question]:
+    """`n` distinct solvable problems spread evenly over `difficulties` (earlier ones get the remainder).
+
+    Deterministic for the arguments; `exclude` holds contents (in any number order) not to produce.
+    """
+    if not difficulties:
+        raise ValueError("difficulties must not be empty")
+    keys = {_key(*parse_question(c)) for c in exclude}
+    ranges = (max_number, min_target, max_target)
+    return _generate(_even_counts(n, list(difficulties)), str(seed), ranges, keys)
+
+
+def _ranges(task_cfg: Any) -> tuple[int, int, int]:
+    """(max_number, min_target, max_target) from a task config: `max_number` (else `max_operand`),
+    `min_target`, `max_target`, each defaulting to this module's defaults."""
+    max_number = getattr(task_cfg, "max_number", getattr(task_cfg, "max_operand", MAX_NUMBER))
+    return (
+        max_number,
+        getattr(task_cfg, "min_target", MIN_TARGET),
+        getattr(task_cfg, "max_target", MAX_TARGET),
+    )
+
+
+def _keys(questions: list[Question]) -> set:
+    return {_key(*parse_question(q.content)) for q in questions}
+
+
+def warm_start_set(task_cfg: Any, seed: int) -> list[Question]:
+    """`warm_size` problems with gold solutions over `warm_difficulties`; a share `warm_long_fraction`
+    (rounded) has more numbers, up to the largest train/held-out difficulty, each next N getting half
+    the share of the previous (as in arith). The train and held-out sets avoid them."""
+    warm = list(task_cfg.warm_difficulties)
+    top = max([*task_cfg.train_difficulties, *task_cfg.heldout_difficulties, max(warm) + 1])
+    longer = list(range(max(warm) + 1, min(top, MAX_DIFFICULTY) + 1))
+    n_long = round(task_cfg.warm_size * getattr(task_cfg, "warm_long_fraction", 0.0)) if longer else 0
+    weights = [2.0**-i for i in range(len(longer))]
+    counts = {d: int(n_long * w / sum(weights)) for d, w in zip(longer, weights, strict=True)}
+    if longer:
+        counts[longer[0]] += n_long - sum(counts.values())
+    counts = {d: c for d, c in counts.items() if c > 0}
+    for d, c in _even_counts(task_cfg.warm_size - n_long, warm).items():
+        counts[d] = counts.get(d, 0) + c
+    return _generate(counts, f"{seed}/warm", _ranges(task_cfg), set())
+
+
+def dv0_set(task_cfg: Any, seed: int) -> list[Question]:
+    """D_V0's `dv0_size` questions with gold solutions over `dv0_difficulties` (empty: the train
+    difficulties); the train and held-out sets avoid them."""
+    difficulties = list(task_cfg.dv0_difficulties) or list(task_cfg.train_difficulties)
+    return _generate(_even_counts(task_cfg.dv0_size, difficulties), f"{seed}/dv0", _ranges(task_cfg), set())
+
+
+def make_task_split(task_cfg: Any, seed: int) -> tuple[list[Question], list[Question]]:
+    """(train, heldout) as in arith: disjoint from each other and from round 0's data (warm start and
+    D_V0); held-out does not depend on `train_size`."""
+    reserved = _keys(warm_start_set(task_cfg, seed)) | _keys(dv0_set(task_cfg, seed))
+    ranges = _ranges(task_cfg)
+    heldout_counts = _even_counts(task_cfg.heldout_size, list(task_cfg.heldout_difficulties))
+    heldout = _generate(heldout_counts, f"{seed}/heldout", ranges, reserved)
+    train_counts = _even_counts(task_cfg.train_size, list(task_cfg.train_difficulties))
+    train = _generate(train_counts, f"{seed}/train", ranges, reserved | _keys(heldout))
+    return train, heldout
+
+
+# --------------------------------------------------------------------------------------- step checking
+
+# Per-step error labels ("" = the step is right).
+UNAVAILABLE = "unavailable number"  # an operand not in the current multiset (not given, or used up)
+INEXACT_DIVISION = "inexact division"
+NOT_POSITIVE = "not positive"  # a-b with a <= b: the true result is zero or negative
+WRONG_ARITHMETIC = "wrong arithmetic"  # a legal operation, wrong stated result
+WRONG_LEFT = "wrong left"  # the `left` list is not the remaining multiset
+GARBAGE = "garbage"  # neither an operation line nor an answer line
+ANSWER_TOO_EARLY = "answer too early"  # answer line before an operation has made the target
+WRONG_ANSWER = "wrong answer"  # answer line whose number is not the target
+AFTER_ANSWER = "after answer"  # any line after the answer line
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """Same fields as arith's. follows_plan: operation: both operands available; answer: target made."""
+
+    text: str
+    kind: str  # operation | answer | garbage
+    arithmetic_ok: bool  # operation: the stated result is the exact value; answer: it states the target
+    follows_plan: bool
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+@dataclass(frozen=True)
+class TraceCheck:
+    """Same fields as arith's; `gold` is the target."""
+
+    steps: tuple[StepCheck, ...]
+    gold: int
+    answer: int | None  # number stated by the (first) answer line; None when there is none
+    answer_correct: bool  # answer == target, however it was reached
+    correct: bool  # every step legal, target made by the last operation, answer line right and last
+    first_error: int | None  # index of the first wrong step; len(steps) if only the answer line is missing
+
+
+def _judge(state: tuple[int, ...], step: Step) -> str:
+    """Error label of `step` applied to the ordered multiset `state` ("" when legal)."""
+    rest = _remove(state, step.a, step.b)
+    if rest is None:
+        return UNAVAILABLE
+    value = _apply(step.op, step.a, step.b)
+    if value is None:
+        return INEXACT_DIVISION
+    if value <= 0:
+        return NOT_POSITIVE
+    if value != step.result:
+        return WRONG_ARITHMETIC
+    return "" if Counter(step.left) == Counter((value, *rest)) else WRONG_LEFT
+
+
+def apply_steps(numbers: Sequence[int], steps: Sequence[Step | str]) -> tuple[int, ...] | None:
+    """The canonical ordered multiset after legal operation steps; None if one does not parse or is
+    illegal."""
+    state = tuple(numbers)
+    for raw in steps:
+        step = raw if isinstance(raw, Step) else parse_step(raw)
+        if step is None or _judge(state, step):
+            return None
+        state = (step.result, *_remove(state, step.a, step.b))  # type: ignore[misc]
+    return state
+
+
+def _parse_int(text: str) -> int | None:
+    text = text.strip().rstrip(".").strip()
+    digits = text[1:] if text.startswith("-") else text
+    return int(text) if digits.isdigit() and digits.isascii() else None
+
+
+def _split(question: Question | str, steps: Sequence[str] | str) -> tuple[tuple[int, ...], int, list[str]]:
+    numbers, target = parse_question(question.content if isinstance(question, Question) else question)
+    return numbers, target, steps.splitlines() if isinstance(steps, str) else list(steps)
+
+
+def check_trace(
+    question: Question | str, steps: Sequence[str] | str, answer_prefix: str = ANSWER_PREFIX
+) -> TraceCheck:
+    """Check a solution line by line (`steps`: lines without delimiter, or one string split into lines).
+
+    After an illegal step the trace's own `left` list becomes the state, so one mistake is not counted
+    again for every later step. Raises ValueError if the question does not parse.
+    """
+    numbers, target, lines = _split(question, steps)
+    state, last, checks, answer, answered = numbers, None, [], None, False
+    for raw in lines:
+        text = raw.strip()
+        if answered:
+            checks.append(StepCheck(text, "garbage", False, False, AFTER_ANSWER))
+        elif text.startswith(answer_prefix):
+            answered, answer = True, _parse_int(text[len(answer_prefix) :])
+            made = last == target if last is not None else target in numbers
+            error = ANSWER_TOO_EARLY if not made else ("" if answer == target else WRONG_ANSWER)
+            checks.append(StepCheck(text, "answer", answer == target, made, error))
+        elif (step := parse_step(text)) is None:
+            checks.append(StepCheck(text, "garbage", False, False, GARBAGE))
+        else:
+            error = _judge(state, step)
+            exact = _apply(step.op, step.a, step.b) == step.result
+            available = _remove(state, step.a, step.b) is not None
+            checks.append(StepCheck(text, "operation", exact, available, error))
+            state = step.left if error else (step.result, *_remove(state, step.a, step.b))  # type: ignore[misc]
+            last = step.result
+    first_error = next((i for i, c in enumerate(checks) if c.error), None)
+    if first_error is None and not answered:
+        first_error = len(checks)
+    return TraceCheck(tuple(checks), target, answer, answer == target, first_error is None, first_error)
+
+
+def verify(question: Question | str, steps: Sequence[str] | str, answer_prefix: str = ANSWER_PREFIX) -> bool:
+    """True only for a legal derivation of the target ending with the answer line stating it."""
+    return check_trace(question, steps, answer_prefix).correct
+
+
+def value_of_state(
+    question: Question | str, steps: Sequence[str] | str, answer_prefix: str = ANSWER_PREFIX
+) -> float:
+    """Solver value of a partial solution (D_V0's target): 1.0 if every line so far is legal and some
+    continuation verifies (after an answer line: the trace is correct), else 0.0."""
+    check = check_trace(question, steps, answer_prefix)
+    if check.correct or check.first_error != len(check.steps):  # an error, or a finished trace
+        return float(check.correct)
+    numbers, target, lines = _split(question, steps)
+    state = apply_steps(numbers, lines) or ()  # every line is a legal operation here
+    made = state[0] == target if lines else target in numbers
+    return float(made or _can_finish(tuple(sorted(state)), target))
