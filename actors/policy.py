@@ -1,422 +1,57 @@
-"""PolicyActor: one policy replica (HF transformers) serving batched next-step proposals.
+"""PolicyActor: one policy replica serving batched next-step proposals, critiques and whole solutions.
 
-A plain class: `ray.remote` is applied where the pool builds it, so tests and `loop.api` run the
-same class in-process. With `policy.engine` vllm or endpoint, every call goes to that engine
-(actors/engines, same semantics); what follows describes the default HF engine. Every text goes
-through `PromptFormat` (one rendering for generation, SFT and the PRM).
-
-Batching: requests are grouped by temperature; identical prefixes are tokenized once and repeated once
-per wanted sample (HF `generate` with `num_return_sequences` repeats the encoded input the same way
-before prefill, so this costs the same and lets requests with different `n` share one call). Rows are
-sorted by length and cut into chunks of at most `policy.max_batch_size` sequences, LEFT-padded, and
-decoded by `_decode`: a KV-cache sampling loop that drops each row from the batch as soon as it stops
-(at EOS, at the delimiter: its token id when it is one token, else found in the decoded text).
-
-Seeding: every row (one sample of one request) draws its uniforms from its own generator, seeded by
-(request seed, sample index), and samples by inverse CDF. A sample therefore depends on its prefix and
-seed, not on which other requests share the call, so the same tree comes out however the search worker
-batches (and a resumed run repeats an uninterrupted one), up to float rounding of padded batches.
+A thin facade over its engine (`policy.engine`: hf, vllm or endpoint; actors/engines), all with the same
+semantics. A plain class: `ray.remote` is applied where the pool builds it, so tests and `loop.api` run
+the same class in-process.
 """
 
 from __future__ import annotations
 
-import gc
-import hashlib
-import inspect
-import logging
-import time
-from collections import defaultdict
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from pipeline.prompting import PromptFormat
+from actors.engines import make_engine
+from models.device import pick_device
+from pipeline.records import SolutionSample
 from pipeline.search.protocol import Critique, Proposal, Propose, Verdict
-
-log = logging.getLogger(__name__)
-
-TAIL_TOKENS = 4  # tokens decoded per row and step to find a multi-token delimiter
-CRITIC_TEMPERATURE = 0.7  # sampled, so the search's critic retries can get a different reply
-CRITIC_QUESTION = 'Is the problem solved? Reply "solved" or "unsolved"'
-CRITIC_REFLECT = ", then give one short hint for the next step"
-
-
-@dataclass(frozen=True)
-class SolutionSample:
-    """A whole generated solution: steps (delimiter removed, stripped, cut after the answer step)."""
-
-    steps: tuple[str, ...]
-    tokens: int  # generated tokens up to and including the stop (EOS or the answer line's delimiter)
-
-
-def pick_device(num_gpus: float) -> str:
-    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
-
-
-def pick_dtype(dtype: str, device: str) -> torch.dtype:
-    """ "auto": bf16 on GPU, fp32 on CPU."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, dtype)
-
-
-def row_seed(seed: int, sample: int) -> int:
-    """The seed of sample `sample` of a request seeded `seed` (63 bits, stable across runs)."""
-    digest = hashlib.sha256(f"{seed}:{sample}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def row_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
-    """(rows x steps) uniforms in [0, 1), row i from its own generator seeded `seeds[i]`."""
-    return torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(s)) for s in seeds])
-
-
-class _StopTracker:
-    """Per-row stop rule; also records how many tokens each row generated up to and including its stop.
-
-    mode "step": a row stops at EOS or once its text contains the delimiter.
-    mode "solution": a row stops at EOS, after a finished line starting with `answer_prefix`, or after
-    `max_steps` finished lines.
-    """
-
-    def __init__(
-        self,
-        tokenizer: Any,
-        prompt_len: int,
-        stop_ids: set[int],
-        delimiter: str,
-        mode: str,
-        answer_prefix: str = "",
-        max_steps: int = 0,
-    ):
-        self.tok = tokenizer
-        self.prompt_len = prompt_len
-        self.stop_ids = torch.tensor(sorted(stop_ids), dtype=torch.long)
-        self.delimiter = delimiter
-        self.delim_id = _single_token(tokenizer, delimiter)
-        self.mode = mode
-        self.answer_prefix = answer_prefix
-        self.max_steps = max_steps
-        self.done_at: torch.Tensor | None = None  # generated tokens at the stop; 0 = not stopped
-
-    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
-        gen = input_ids[:, self.prompt_len :]
-        n = gen.shape[1]
-        if self.done_at is None:
-            self.done_at = torch.zeros(gen.shape[0], dtype=torch.long)
-        done = self.done_at > 0
-        last = gen[:, -1].cpu()
-        stop = torch.isin(last, self.stop_ids) & ~done
-        if self.mode == "step" and self.delim_id is None:
-            # A delimiter that appeared with the newest token lies within the last few tokens' text.
-            for i in torch.nonzero(~done & ~stop).flatten().tolist():
-                stop[i] = self.delimiter in self.tok.decode(gen[i, -TAIL_TOKENS:], skip_special_tokens=True)
-        if self.mode == "solution":
-            line_end = (last == self.delim_id) if self.delim_id is not None else torch.ones_like(stop)
-            for i in torch.nonzero(~done & ~stop & line_end).flatten().tolist():
-                stop[i] = self._solution_finished(self.tok.decode(gen[i], skip_special_tokens=True))
-        self.done_at[stop] = n
-        return (self.done_at > 0).to(input_ids.device)
-
-    def _solution_finished(self, text: str) -> bool:
-        if not text.endswith(self.delimiter):
-            return False
-        lines = text.split(self.delimiter)[:-1]
-        return lines[-1].strip().startswith(self.answer_prefix) or (
-            self.max_steps > 0 and len([x for x in lines if x.strip()]) >= self.max_steps
-        )
-
-    def lengths(self, total: int) -> list[int]:
-        if self.done_at is None:
-            return []
-        return [int(d) if d > 0 else total for d in self.done_at.tolist()]
-
-
-def _single_token(tokenizer: Any, text: str) -> int | None:
-    """The id of `text` when the tokenizer encodes it as exactly one token that decodes back to it."""
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) == 1 and tokenizer.decode(ids) == text:
-        return ids[0]
-    return None
 
 
 class PolicyActor:
     """One policy replica. `backbone` is a BackboneConfig, `policy` a PolicyConfig (or OmegaConf nodes)."""
 
     def __init__(self, model_dir: str, backbone: Any, policy: Any, device: str | None = None):
-        self.backbone = backbone
-        self.max_batch_size = int(policy.max_batch_size)
-        self.fmt = PromptFormat.from_backbone(backbone)
         self.device = device or pick_device(backbone.policy_resources.num_gpus)
-        self.model: Any = None
-        self.tokenizer: Any = None
-        self.model_dir = ""
-        self.counters = {
-            "calls": 0,
-            "rows": 0,
-            "tokens": 0,
-            "busy_seconds": 0.0,
-            "cpu_seconds": 0.0,
-            "slots": 0,
-        }
-        from actors.engines import make_engine
-
-        # policy.engine=vllm|endpoint: that engine answers every call (same semantics); hf: this class.
         self.engine = make_engine(model_dir, backbone, policy, device=self.device)
-        if self.engine is None:
-            self.reload(model_dir)
-        else:
-            self.model_dir = model_dir
-
-    # ------------------------------------------------------------------------------ lifecycle
+        self.model_dir = model_dir
 
     def reload(self, model_dir: str) -> None:
         """Load (new) weights from an HF directory, e.g. after SFT."""
-        if self.engine is not None:
-            self.engine.reload(model_dir)
-            self.model_dir = model_dir
-            return
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.release()
-        trust = bool(self.backbone.trust_remote_code)
-        tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
-        tok.padding_side = "left"
-        tok.truncation_side = "left"  # keep the end of an over-long prefix (the step being continued)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=pick_dtype(self.backbone.dtype, self.device), trust_remote_code=trust
-        )
-        self.model, self.tokenizer, self.model_dir = model.to(self.device).eval(), tok, model_dir
-        self.delim_id = _single_token(tok, self.fmt.delimiter)
-        log.info("policy loaded from %s on %s (delimiter token %s)", model_dir, self.device, self.delim_id)
+        self.engine.reload(model_dir)
+        self.model_dir = model_dir
 
     def release(self) -> None:
-        """Drop the model and free its device memory (before training); `reload` brings it back."""
-        if getattr(self, "engine", None) is not None:
-            self.engine.release()
-        self.model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        """Drop the weights and free their device memory (before training); `reload` brings them back."""
+        self.engine.release()
 
     def info(self) -> dict[str, Any]:
-        """Where the replica runs and what it has done: generate calls, rows, tokens, busy seconds."""
-        import os
-
-        engine = self.engine.info() if self.engine is not None else {"engine": "hf"}
-        return {
-            "model_dir": self.model_dir,
-            "device": self.device,
-            "pid": os.getpid(),
-            **self.counters,
-            **engine,
-        }
-
-    # ------------------------------------------------------------------------------ serving
+        """Where the replica runs and what it has done: calls, rows, tokens, busy seconds, engine."""
+        return {"model_dir": self.model_dir, "device": self.device, "pid": os.getpid(), **self.engine.info()}
 
     def propose(self, requests: Sequence[Propose]) -> list[Proposal]:
         """`n` next steps per request (delimiter cut, stripped; "" for an empty sample) and token counts."""
-        if self.engine is not None:
-            return self.engine.propose(requests)
-        prefixes = [self._policy_text(r.question, r.steps, r.reflection) for r in requests]
-        rows = [
-            ((prefixes[i], r.temperature), row_seed(r.seed, j))
-            for i, r in enumerate(requests)
-            for j in range(r.n)
-        ]
-        outputs = self._generate_rows(rows, mode="step", max_new=self.backbone.max_step_tokens)
-        results, k = [], 0
-        for r in requests:
-            outs = outputs[k : k + r.n]
-            k += r.n
-            steps = tuple(text.split(self.fmt.delimiter, 1)[0].strip() for text, _ in outs)
-            results.append(Proposal(steps=steps, tokens=sum(t for _, t in outs)))
-        return results
+        return self.engine.propose(requests)
 
     def critique(self, requests: Sequence[Critique]) -> list[Verdict]:
         """Ask the policy whether `steps` solve the question. Reply "solved"/"unsolved" (+ hint text)."""
-        if self.engine is not None:
-            return self.engine.critique(requests)
-        rows = []
-        for r in requests:
-            ask = CRITIC_QUESTION + (CRITIC_REFLECT if r.want_reflection else "") + ":"
-            rows.append(((self._policy_text(r.question, r.steps) + ask, CRITIC_TEMPERATURE), r.seed))
-        outputs = self._generate_rows(rows, mode="step", max_new=self.backbone.max_step_tokens)
-        verdicts = []
-        for text, tokens in outputs:
-            line = text.split(self.fmt.delimiter, 1)[0].strip()
-            word = line.lower().lstrip('"').split(" ", 1)[0].strip('".,:;!')
-            solved = {"solved": True, "unsolved": False}.get(word)
-            rest = line.split(" ", 1)[1].strip() if " " in line else ""
-            verdicts.append(Verdict(solved=solved, reflection=rest, tokens=tokens))
-        return verdicts
+        return self.engine.critique(requests)
 
     def greedy_solve(self, questions: Sequence[str], max_steps: int, seed: int = 0) -> list[SolutionSample]:
-        """Whole greedy solutions (CoT), generated in one go up to `max_solution_tokens`."""
-        if self.engine is not None:
-            return self.engine.greedy_solve(questions, max_steps, seed)
-        rows = [((self._policy_text(q, ()), 0.0), seed) for q in questions]
-        return self._solutions(rows, max_steps)
+        """Whole greedy solutions (CoT), up to `max_solution_tokens` tokens each."""
+        return self.engine.greedy_solve(questions, max_steps, seed)
 
     def sample_solutions(
         self, questions: Sequence[str], n: int, temperature: float, seed: int = 0, max_steps: int = 0
     ) -> list[list[SolutionSample]]:
         """`n` sampled whole solutions per question (self-consistency, best-of-n)."""
-        if self.engine is not None:
-            return self.engine.sample_solutions(questions, n, temperature, seed, max_steps)
-        rows = [
-            ((self._policy_text(q, ()), temperature), row_seed(seed, i * n + j))
-            for i, q in enumerate(questions)
-            for j in range(n)
-        ]
-        flat = self._solutions(rows, max_steps)
-        return [flat[i * n : (i + 1) * n] for i in range(len(questions))]
-
-    # ------------------------------------------------------------------------------ internals
-
-    def _policy_text(self, question: str, steps: Sequence[str], reflection: str = "") -> str:
-        prefix = self.fmt.prefix(question, tuple(steps), self.tokenizer)
-        if reflection:  # "common" reflection mode: the critic's hint precedes the next step
-            prefix += f"Hint: {reflection}{self.fmt.delimiter}"
-        return prefix
-
-    def _solutions(self, rows: list[tuple[tuple[str, float], int]], max_steps: int) -> list[SolutionSample]:
-        outputs = self._generate_rows(
-            rows, mode="solution", max_new=self.backbone.max_solution_tokens, max_steps=max_steps
-        )
-        samples = []
-        for text, tokens in outputs:
-            steps: list[str] = []
-            for line in text.split(self.fmt.delimiter):
-                if line.strip():
-                    steps.append(line.strip())
-                if steps and steps[-1].startswith(self.fmt.answer_prefix):
-                    break
-            samples.append(SolutionSample(tuple(steps[:max_steps] if max_steps else steps), tokens))
-        return samples
-
-    def _generate_rows(
-        self, rows: list[tuple[tuple[str, float], int]], mode: str, max_new: int, max_steps: int = 0
-    ) -> list[tuple[str, int]]:
-        """Generate one sample per row ((text, temperature), seed); returns (text, tokens) in row order."""
-        if self.model is None:
-            raise RuntimeError("policy weights were released; call reload(model_dir) first")
-        out: list[tuple[str, int] | None] = [None] * len(rows)
-        by_temp: dict[float, list[int]] = defaultdict(list)
-        for i, ((_, temp), _) in enumerate(rows):
-            by_temp[temp].append(i)
-        for temp, idx in by_temp.items():
-            texts = sorted({rows[i][0][0] for i in idx})
-            enc = self._encode(texts)
-            lengths = enc["attention_mask"].sum(1).tolist()
-            row_of = {t: j for j, t in enumerate(texts)}
-            # Longest first, so a chunk's rows have similar lengths (less left padding).
-            idx = sorted(idx, key=lambda i: -lengths[row_of[rows[i][0][0]]])
-            for start in range(0, len(idx), self.max_batch_size):
-                chunk = idx[start : start + self.max_batch_size]
-                which = torch.tensor([row_of[rows[i][0][0]] for i in chunk])
-                results = self._generate_chunk(
-                    enc, which, temp, [rows[i][1] for i in chunk], mode, max_new, max_steps
-                )
-                for i, res in zip(chunk, results, strict=True):
-                    out[i] = res
-        return out  # type: ignore[return-value]
-
-    def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        limit = int(self.backbone.max_prompt_tokens + self.backbone.max_solution_tokens)
-        return self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=limit,
-            return_tensors="pt",
-            add_special_tokens=self.fmt.style == "plain",
-        )
-
-    @torch.inference_mode()
-    def _generate_chunk(self, enc, which, temp, seeds, mode, max_new, max_steps) -> list[tuple[str, int]]:
-        mask = enc["attention_mask"][which]
-        width = int(mask.sum(1).max())  # drop columns that are padding for every row of this chunk
-        ids = enc["input_ids"][which][:, -width:].to(self.device)
-        mask = mask[:, -width:].to(self.device)
-        tok = self.tokenizer
-        stop_ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-        if mode == "step" and self.delim_id is not None:
-            stop_ids.add(self.delim_id)  # a one-token delimiter stops a row like EOS does
-        tracker = _StopTracker(tok, 0, stop_ids, self.fmt.delimiter, mode, self.fmt.answer_prefix, max_steps)
-        t0, cpu0 = time.monotonic(), time.process_time()
-        uniforms = row_uniforms(seeds, int(max_new)).to(self.device)
-        gen, slots = self._decode(ids, mask, temp, int(max_new), tracker, uniforms)
-        counts = tracker.lengths(gen.shape[1]) or [0] * gen.shape[0]
-        texts = tok.batch_decode([g[:c] for g, c in zip(gen, counts, strict=True)], skip_special_tokens=True)
-        c = self.counters
-        c["calls"], c["rows"], c["tokens"] = (
-            c["calls"] + 1,
-            c["rows"] + len(counts),
-            c["tokens"] + sum(counts),
-        )
-        c["busy_seconds"] += time.monotonic() - t0
-        c["cpu_seconds"] += time.process_time() - cpu0  # all threads of this process
-        c["slots"] += slots  # row-steps computed; tokens / slots = the useful share
-        return list(zip(texts, counts, strict=True))
-
-    def _decode(
-        self, ids, mask, temp: float, max_new: int, tracker: _StopTracker, uniforms: torch.Tensor
-    ) -> tuple[torch.Tensor, int]:
-        """Sample up to `max_new` tokens per row with a KV cache, dropping rows from the batch (and the
-        cache) as soon as they stop. HF `generate` keeps computing finished rows until the last row ends:
-        on the tiny backbone half of its work was on finished rows. Sampling is plain temperature
-        sampling (no top-k/top-p, none of the model's generation_config) by inverse CDF with each row's
-        own `uniforms[row, step]`; temperature 0 = greedy.
-        Returns the generated tokens (rows x steps, pad after a row's stop) and the row-steps computed."""
-        from transformers import DynamicCache
-
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        gen = torch.full((ids.shape[0], max_new), pad, dtype=torch.long)
-        rows = torch.arange(ids.shape[0], device=ids.device)  # original row of each batch position
-        cache = DynamicCache()
-        # transformers >= 5.2x names the argument `cache` (`past_key_values` warns, then goes in 5.40)
-        cache_kw = (
-            "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        )
-        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            use_cache=True,
-            logits_to_keep=1,
-            **{cache_kw: cache},
-        )
-        pos, slots, step = pos[:, -1:], 0, 0
-        for step in range(max_new):
-            logits = out.logits[:, -1, :].float()
-            if temp > 0:
-                cdf = torch.softmax(logits / temp, dim=-1).cumsum(dim=-1)
-                u = uniforms[rows, step].unsqueeze(1) * cdf[:, -1:]  # scale: cdf may end just below 1
-                nxt = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
-            else:
-                nxt = logits.argmax(dim=-1)
-            gen[rows.cpu(), step] = nxt.cpu()
-            slots += len(rows)
-            alive = ~tracker(gen[:, : step + 1]).to(ids.device)[rows]
-            if step + 1 == max_new or not bool(alive.any()):
-                break
-            if not bool(alive.all()):
-                keep = torch.nonzero(alive).flatten()
-                rows, nxt, mask, pos = rows[keep], nxt[keep], mask[keep], pos[keep]
-                cache.batch_select_indices(keep)
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            pos = pos + 1
-            out = self.model(
-                input_ids=nxt[:, None],
-                attention_mask=mask,
-                position_ids=pos,
-                use_cache=True,
-                **{cache_kw: cache},
-            )
-        return gen[:, : step + 1], slots
+        return self.engine.sample_solutions(questions, n, temperature, seed, max_steps)

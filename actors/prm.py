@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from actors.policy import pick_device, pick_dtype
+from models.device import pick_device, pick_dtype
 from pipeline.prompting import PromptFormat
 from pipeline.search.protocol import Score
 

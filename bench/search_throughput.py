@@ -80,15 +80,15 @@ def raw_generate(policy_dir, backbone, policy_cfg, batch, prompts, repeats):
     from actors.policy import PolicyActor
 
     actor = PolicyActor(policy_dir, backbone, policy_cfg)
-    enc = actor.tokenizer(
+    enc = actor.engine.tokenizer(
         [prompts[i % len(prompts)] for i in range(batch)], padding=True, return_tensors="pt"
     )
     n_new = int(backbone.max_step_tokens)
     with torch.inference_mode():
-        actor.model.generate(**enc, max_new_tokens=2, min_new_tokens=2, do_sample=True)  # warm-up
+        actor.engine.model.generate(**enc, max_new_tokens=2, min_new_tokens=2, do_sample=True)  # warm-up
         t0, cpu0 = time.monotonic(), time.process_time()
         for _ in range(repeats):
-            actor.model.generate(
+            actor.engine.model.generate(
                 **enc,
                 max_new_tokens=n_new,
                 min_new_tokens=n_new,
@@ -96,7 +96,7 @@ def raw_generate(policy_dir, backbone, policy_cfg, batch, prompts, repeats):
                 temperature=0.7,
                 top_k=0,
                 top_p=1.0,
-                pad_token_id=actor.tokenizer.pad_token_id,
+                pad_token_id=actor.engine.tokenizer.pad_token_id,
             )
     return time.monotonic() - t0, batch * n_new * repeats, time.process_time() - cpu0
 

@@ -108,3 +108,11 @@ class PRMExample:
     m: int
     r: int  # 0 or 1
     parent_target: float  # v_{k-1}; 0 for the first step
+
+
+@dataclass(frozen=True)
+class SolutionSample:
+    """A whole generated solution: steps (delimiter removed, stripped, cut after the answer step)."""
+
+    steps: tuple[str, ...]
+    tokens: int  # generated tokens up to and including the stop (EOS or the answer line's delimiter)

@@ -21,9 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from actors.policy import CRITIC_QUESTION, CRITIC_REFLECT, CRITIC_TEMPERATURE, SolutionSample
 from pipeline.prompting import PromptFormat
+from pipeline.records import SolutionSample
 from pipeline.search.protocol import Critique, Proposal, Propose, Verdict
+
+CRITIC_TEMPERATURE = 0.7  # sampled, so the search's critic retries can get a different reply
+CRITIC_QUESTION = 'Is the problem solved? Reply "solved" or "unsolved"'
+CRITIC_REFLECT = ", then give one short hint for the next step"
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ class VllmEngine(SamplingEngine):
     """One vLLM policy replica. `backbone` is a BackboneConfig (or its OmegaConf node)."""
 
     def __init__(self, model_dir: str, backbone: Any, device: str | None = None):
-        from actors.policy import pick_device
+        from models.device import pick_device
 
         self.backbone = backbone
         self.fmt = PromptFormat.from_backbone(backbone)

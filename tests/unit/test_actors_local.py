@@ -215,7 +215,7 @@ def test_multi_token_delimiter_stops_by_text(trained_dir):
 
     bb = BackboneConfig(step_delimiter="=3", max_prompt_tokens=32, max_step_tokens=24, max_solution_tokens=64)
     actor = PolicyActor(trained_dir, bb, PolicyConfig(max_batch_size=4))
-    assert actor.delim_id is None  # "=3" is two tokens: stop found in the decoded text
+    assert actor.engine.delim_id is None  # "=3" is two tokens: stop found in the decoded text
     [out] = actor.propose([Propose("1+2", (), n=1, temperature=0.0, seed=0)])
     assert out.steps == ("1+2",) and out.tokens == len("1+2=3")
 

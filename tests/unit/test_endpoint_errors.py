@@ -229,11 +229,15 @@ def test_silent_server_times_out_with_one_line(serve):
     engine.close()
 
 
-def test_make_engine_picks_by_policy_engine(tmp_path):
+def test_make_engine_picks_by_policy_engine(tmp_path, tiny_dirs):
     from actors.engines import make_engine
+    from actors.engines.hf import HFEngine
     from conf.schema import PolicyConfig
 
-    assert make_engine(str(tmp_path), BackboneConfig(), PolicyConfig(engine="hf")) is None
+    hf = make_engine(tiny_dirs.policy_dir, BackboneConfig(), PolicyConfig(engine="hf"))
+    assert isinstance(hf, HFEngine) and hf.info()["engine"] == "hf" and hf.model is not None
+    hf.close()
+    assert hf.model is None
     engine = make_engine(str(tmp_path / "absent"), BackboneConfig(), PolicyConfig(engine="endpoint"))
     assert isinstance(engine, EndpointEngine) and engine.info()["engine"] == "endpoint"
     engine.close()
