@@ -1,16 +1,34 @@
 """Answer extraction and equivalence, safe on adversarial model output.
 
-`grade` first tries a fast exact path (both answers plain numbers after normalisation: integers of any
-length, decimals, fractions, `\\frac`), then math-verify on LaTeX only (never `parse_expr`, which evaluates
-Python), behind input guards (length, nested or huge powers, factorials) and a wall-clock limit that works
-in any thread: a real-time interval timer in the main thread, an abandoned daemon thread elsewhere (math-
-verify's own timeout uses `signal.alarm`, which only works in the main thread, e.g. not in threaded Ray
-actors). Nothing here evaluates text. Ungradable comparisons give `correct=None` with a reason.
+`grade` decides cheap cases in-process: the same normalised text ("exact"), or two plain numbers
+("numeric": integers of any length, decimals, fractions, `\\frac`, compared exactly). Everything else goes
+to math-verify on LaTeX only (never `parse_expr`, which evaluates Python), in two layers:
+
+1. A shape filter refuses, before sympy sees them, answers that are long, Python-ish, or whose value
+   explodes: huge literals, exponent towers and nested powers with large exponents (`((9^{999})^{999})`),
+   huge exponents (`2^{99999}`, `(x+y+z)^{999}`), nested factorials or factorials of large numbers
+   (`(9!)!`, `(1000)!`), binomials/Gamma/sums/products of 5-digit numbers. They are "unsafe" (ungradable).
+2. What passes runs in a grading worker process (`pipeline.grading_pool`) that is killed and replaced when
+   the deadline passes: sympy computes powers and factorials in single C calls that hold the GIL, so
+   neither a thread join nor a signal timer can stop it; a kill works the same in any thread. Measured
+   (2 busy cores): a pipe round trip costs ~30 us, a math-verify comparison ~7 ms median either way, the
+   in-process paths ~15 us, so numbers never leave the process. A worker's start (importing sympy,
+   0.5-2 s, ~60 MB) is paid on the first math-verify call and after each kill (the replacement starts at
+   once), never counted against a deadline.
+
+If the workers cannot start (or `RESTMCTS_GRADING_WORKERS=0`, or `_math_verify_equal` is replaced, as tests
+do), math-verify runs in-process under the old limit: a real-time interval timer in the main thread, an
+abandoned daemon thread elsewhere (which cannot stop C code: "busy" after `MAX_ABANDONED` stuck threads).
+
+`extract_answer_rule` finds the final answer by a documented chain of rules (see its docstring); the
+default chain is the historical one, `REAL_TEXT_FALLBACKS` extends it for real model text. Nothing here
+evaluates text. Ungradable comparisons give `correct=None` with a reason.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import threading
@@ -19,6 +37,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
+
+from pipeline import grading_pool
+from pipeline.grading_pool import load_math_verify as _load_math_verify
+from pipeline.grading_pool import pathological as _pathological
+from pipeline.grading_pool import verify_equal as _math_verify_equal
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +61,7 @@ class GradeResult:
 
     correct: bool | None
     reason: str  # exact | numeric | math_verify | no_answer | no_gold | unsafe | too_long | timeout
-    # | error | busy (too many abandoned grader threads still running)
+    # | error | busy (no grading worker free in time, or too many abandoned in-process grader threads)
 
 
 # ------------------------------------------------------------------------------------------ extraction
@@ -64,28 +87,99 @@ def _clean(answer: str) -> str | None:
     return answer or None
 
 
-def extract_answer(text_or_steps: str | Sequence[str], answer_prefix: str = "The answer is") -> str | None:
-    """The final answer stated by a solution, or None.
+FALLBACKS = ("boxed", "hash", "answer_line", "math_verify", "last_number")
+# For real model text. boxed and hash are explicit end markers (and always tried anyway); answer_line is an
+# explicit "A: ..." line; math_verify reads LaTeX ($...$, \(...\), "final answer is") and finds nothing in
+# plain prose, so it runs before last_number, which would read `$\frac{1}{2}$` as "2".
+REAL_TEXT_FALLBACKS = FALLBACKS
+_ANSWER_LINE = re.compile(
+    r"^\W*(?:(?:(?:the\s+)?final\s+answer|answer)\s*(?:is\b|:)|(?:a|ans)\s*:)\s*(.*)$", re.I
+)
+_NUMBER = re.compile(r"(?:(?<![\w)}\]])-)?(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 
-    Looks, in order, at the last line containing `answer_prefix` (case-insensitive; a `\\boxed{}` in it
-    wins), the last `\\boxed{}` anywhere, then the last `#### N` line (GSM8K style).
-    """
-    text = text_or_steps if isinstance(text_or_steps, str) else "\n".join(text_or_steps)
-    lowered, prefix = text.lower(), answer_prefix.lower().strip()
-    pos = lowered.rfind(prefix) if prefix else -1
-    if pos >= 0:
-        line = text[pos + len(prefix) :].split("\n", 1)[0]
-        boxed = _boxed_contents(line)
-        answer = _clean(boxed if boxed is not None else line)
-        if answer is not None:
-            return answer
-    boxed = _boxed_contents(text)
-    if boxed is not None:
-        return _clean(boxed)
-    pos = text.rfind("####")
-    if pos >= 0:
-        return _clean(text[pos + 4 :].split("\n", 1)[0])
+
+def _by_prefix(text: str, prefix: str) -> str | None:
+    pos = text.lower().rfind(prefix.lower().strip()) if prefix.strip() else -1
+    if pos < 0:
+        return None
+    line = text[pos + len(prefix.strip()) :].split("\n", 1)[0]
+    boxed = _boxed_contents(line)
+    return _clean(boxed if boxed is not None else line)
+
+
+def _by_answer_line(lines: list[str]) -> str | None:
+    for line in reversed(lines):
+        found = _ANSWER_LINE.match(line.strip())
+        if found:
+            boxed = _boxed_contents(found.group(1))
+            return _clean((boxed if boxed is not None else found.group(1)).strip("* "))
     return None
+
+
+def _by_last_number(lines: list[str]) -> str | None:
+    numbers = _NUMBER.findall(lines[-1]) if lines else []
+    return numbers[-1].replace(",", "") if numbers else None
+
+
+def _by_math_verify(last_step: str, timeout: float) -> str | None:
+    tail = last_step[-grading_pool.MAX_PARSE_CHARS :]
+    if not tail.strip() or _pathological(tail):
+        return None
+    status, value = _run_limited("parse", (tail,), timeout)
+    return _clean(value) if status == "ok" and isinstance(value, str) else None
+
+
+def extract_answer_rule(
+    text_or_steps: str | Sequence[str],
+    answer_prefix: str = "The answer is",
+    fallbacks: Sequence[str] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[str | None, str]:
+    """The final answer stated by a solution and the rule that found it ("none" when no rule did).
+
+    Rules, in order: `prefix` (text after the last `answer_prefix`, case-insensitive, anywhere in a line;
+    a `\\boxed{}` in it wins), `boxed` (the last `\\boxed{}` anywhere, braces balanced), `hash` (the last
+    `#### X`), then the other `fallbacks` in the order given: `answer_line` (the last line starting
+    "A:", "Answer:", "Answer is", "Final answer:"), `math_verify` (math-verify's LaTeX extractor on the
+    last step, time-limited like `grade`), `last_number` (the last number in the last non-empty line).
+    With `fallbacks=()` this is the historical behaviour exactly: the first of prefix/boxed/hash that
+    matches decides, even with empty content. With fallbacks, a rule finding nothing usable passes on.
+    """
+    unknown = [name for name in fallbacks if name not in FALLBACKS]
+    if unknown:
+        raise ValueError(f"unknown answer fallbacks {unknown}; allowed: {', '.join(FALLBACKS)}")
+    steps = [text_or_steps] if isinstance(text_or_steps, str) else list(text_or_steps)
+    text = "\n".join(steps)
+    answer = _by_prefix(text, answer_prefix)
+    if answer is not None:
+        return answer, "prefix"
+    lines = [line for line in text.split("\n") if line.strip()]
+    for rule in ("boxed", "hash", *(name for name in fallbacks if name not in ("boxed", "hash"))):
+        if rule == "boxed":
+            boxed = _boxed_contents(text)
+            matched, answer = boxed is not None, _clean(boxed) if boxed is not None else None
+        elif rule == "hash":
+            pos = text.rfind("####")
+            matched, answer = pos >= 0, _clean(text[pos + 4 :].split("\n", 1)[0]) if pos >= 0 else None
+        elif rule == "answer_line":
+            matched, answer = False, _by_answer_line(lines)
+        elif rule == "last_number":
+            matched, answer = False, _by_last_number(lines)
+        else:
+            last = next((s for s in reversed(steps) if s.strip()), "")
+            matched, answer = False, _by_math_verify(last, timeout)
+        if answer is not None:
+            return answer, rule
+        if matched and not fallbacks:
+            return None, "none"
+    return None, "none"
+
+
+def extract_answer(
+    text_or_steps: str | Sequence[str], answer_prefix: str = "The answer is", fallbacks: Sequence[str] = ()
+) -> str | None:
+    """The final answer stated by a solution, or None: `extract_answer_rule` without the rule's name."""
+    return extract_answer_rule(text_or_steps, answer_prefix, fallbacks)[0]
 
 
 def gsm8k_gold(answer: str) -> str:
@@ -173,7 +267,7 @@ _UNSAFE = re.compile(
 
 
 def _is_safe(text: str) -> bool:
-    return len(text) <= MAX_VERIFY_CHARS and not _UNSAFE.search(text)
+    return len(text) <= MAX_VERIFY_CHARS and not _UNSAFE.search(text) and not _pathological(text)
 
 
 class _Deadline(BaseException):
@@ -243,43 +337,34 @@ def _with_deadline(fn: Callable[[], bool], seconds: float) -> bool | None | str:
     return _call_other_thread(fn, seconds)
 
 
-_math_verify_api: tuple[Any, Any, Any] | None = None
+GRADING_WORKERS = int(os.environ.get("RESTMCTS_GRADING_WORKERS", "2"))  # 0: in-process math-verify
+_pool_failed = False  # the workers could not start: in-process from then on
 
 
-def _load_math_verify() -> tuple[Any, Any, Any]:
-    """Import math-verify (sympy) and build its LaTeX parser once, outside any deadline: a cold start
-    takes about a second and must not be mistaken for a slow comparison."""
-    global _math_verify_api
-    if _math_verify_api is None:
-        from math_verify import LatexExtractionConfig, parse, verify
+def _run_limited(task: str, args: tuple[str, ...], timeout: float) -> tuple[str, Any]:
+    """Run a grading_pool task with a hard deadline: ("ok", value) | ("timeout"|"busy", None) | ("error", _).
 
-        _quiet_math_verify()
-        parse("$1/2$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
-        _math_verify_api = (LatexExtractionConfig, parse, verify)
-    return _math_verify_api
-
-
-def _math_verify_equal(gold: str, predicted: str) -> bool:
-    latex_config, parse, verify = _load_math_verify()
-    config = [latex_config()]  # LaTeX only: the expression extractor evaluates Python
-    gold_parsed = parse(f"${gold}$", extraction_config=config, parsing_timeout=None)
-    pred_parsed = parse(f"${predicted}$", extraction_config=config, parsing_timeout=None)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
-
-
-class _DropTimeoutWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Timeout is disabled" not in record.getMessage()
-
-
-def _quiet_math_verify() -> None:
-    """math-verify warns when its signal timeout is off; ours replaces it, so drop that one line."""
-    for name in ("math_verify.parser", "math_verify.grader"):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _DropTimeoutWarning) for f in log.filters):
-            log.addFilter(_DropTimeoutWarning())
+    In a worker process when possible; in-process under `_with_deadline` when workers are off or broken,
+    or when the comparison was replaced (a replacement cannot be sent to a worker)."""
+    global _pool_failed
+    fn = _math_verify_equal if task == "verify" else grading_pool.TASKS[task]
+    if fn is grading_pool.TASKS[task] and GRADING_WORKERS > 0 and grading_pool.AVAILABLE and not _pool_failed:
+        try:
+            status, value = grading_pool.default_pool().call(task, args, timeout)
+        except OSError:
+            status, value = "error", grading_pool.NOT_STARTED
+        if value != grading_pool.NOT_STARTED:
+            return status, value
+        _pool_failed = True
+        logger.warning("grading workers do not start; math-verify runs in-process (no hard deadline)")
+    try:
+        _load_math_verify()
+        outcome = _with_deadline(lambda: fn(*args), timeout)
+    except Exception as error:
+        return "error", repr(error)
+    if outcome is None or outcome == "busy":
+        return ("busy" if outcome == "busy" else "timeout"), None
+    return "ok", outcome
 
 
 # -------------------------------------------------------------------------------------------- grading
@@ -301,14 +386,10 @@ def grade(predicted: str | None, gold: str | None, timeout: float = DEFAULT_TIME
         return GradeResult(_same_number(g_num, p_num), "numeric")
     if not (_is_safe(g) and _is_safe(p)):
         return GradeResult(None, "unsafe")
-    try:
-        _load_math_verify()
-        outcome = _with_deadline(lambda: _math_verify_equal(g, p), max(timeout, 0.01))
-    except Exception:  # a math-verify/sympy bug on odd input is an expected, counted outcome
-        logger.debug("math-verify failed on %r vs %r", g[:50], p[:50], exc_info=True)
+    status, value = _run_limited("verify", (g, p), max(timeout, 0.01))
+    if status == "error":  # a math-verify/sympy bug on odd input is an expected, counted outcome
+        logger.debug("math-verify failed on %r vs %r: %s", g[:50], p[:50], value)
         return GradeResult(None, "error")
-    if outcome == "busy":
-        return GradeResult(None, "busy")
-    if outcome is None:
-        return GradeResult(None, "timeout")
-    return GradeResult(bool(outcome), "math_verify")
+    if status in ("busy", "timeout"):
+        return GradeResult(None, status)
+    return GradeResult(bool(value), "math_verify")
