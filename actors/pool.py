@@ -221,18 +221,33 @@ class Pool:
 
     # ------------------------------------------------------------------------------ plain batched calls
 
-    def map_policy(self, method: str, items: Sequence[Any], chunk: int, **kwargs: Any) -> list[Any]:
-        """`PolicyActor.<method>(items_chunk, **kwargs)` over chunks of `items`, spread over the policy
-        replicas (least-loaded first, at most 2 chunks queued per replica); results in item order."""
-        return _map(self.policy, method, items, chunk, kwargs)
+    def greedy(self, questions: Sequence[str], max_steps: int, seed: int = 0, chunk: int = 256) -> list[Any]:
+        """`PolicyActor.greedy_solve` over chunks of `questions`: one SolutionSample each, in order."""
+        return _map(self.policy, "greedy_solve", questions, chunk, {"max_steps": max_steps, "seed": seed})
 
-    def map_prm(self, method: str, items: Sequence[Any], chunk: int, **kwargs: Any) -> list[Any]:
-        return _map(self.prm, method, items, chunk, kwargs)
+    def sample(
+        self,
+        questions: Sequence[str],
+        n: int,
+        temperature: float,
+        seed: int = 0,
+        max_steps: int = 0,
+        chunk: int = 32,
+    ) -> list[list[Any]]:
+        """`PolicyActor.sample_solutions`: `n` SolutionSamples per question, in question order."""
+        kwargs = {"n": n, "temperature": temperature, "seed": seed, "max_steps": max_steps}
+        return _map(self.policy, "sample_solutions", questions, chunk, kwargs)
+
+    def score(self, requests: Sequence[Any], chunk: int = 256) -> list[float]:
+        """`PRMActor.score` over chunks of Score requests: one value in [0, 1] each, in order."""
+        return _map(self.prm, "score", requests, chunk, {})
 
 
 def _map(
     replicas: list[Any], method: str, items: Sequence[Any], chunk: int, kwargs: dict[str, Any]
 ) -> list[Any]:
+    """`replica.<method>(chunk, **kwargs)` over chunks of `items`, spread over the replicas (least-loaded
+    first, at most 2 chunks queued per replica); results in item order."""
     import ray
 
     chunks = deque((i, list(items[i : i + chunk])) for i in range(0, len(items), max(1, chunk)))

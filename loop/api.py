@@ -6,8 +6,9 @@
 
 Runs in-process on CPU or GPU (no Ray): the same PolicyActor/PRMActor classes the pool uses, served
 with `serve_sync`. Keyword overrides are `eval.search` fields (branch, iteration_limit, ...). Models:
-`policy_dir`/`prm_dir` if given, else `default_models` (tiny: the cached warm start; `round0=False` for
-the untrained backbone). Loaded models are kept for the next call with the same directories.
+`policy_dir`/`prm_dir` if given, else round 0 by the driver's own rule (`loop.round0.round0_models`: the
+configured directories, or for tiny the cached warm start and D_V0 PRM; `round0=False` for the untrained
+backbone). Loaded models are kept for the next call with the same directories.
 """
 
 from __future__ import annotations
@@ -28,23 +29,6 @@ class Solution:
     stats: dict[str, Any]  # the SearchResult fields (value, iterations, expansions, tokens, ...) + tree size
 
 
-def default_models(cfg: Any, round0: bool = True) -> tuple[str, str]:
-    """(policy_dir, prm_dir): `backbone.policy_path`/`prm_path` when both are set; else the configured
-    backbone, and for tiny on arith (with `round0`) its warm-started policy and D_V0 PRM, trained once
-    per machine (a few minutes on 2 cores) and cached."""
-    from models.backbones import resolve_backbone
-
-    if cfg.backbone.policy_path and cfg.backbone.prm_path:
-        return str(cfg.backbone.policy_path), str(cfg.backbone.prm_path)
-    if round0 and cfg.backbone.name == "tiny" and cfg.task.name == "arith":
-        from trainers.warm_start import ensure_initial_prm, ensure_warm_start
-
-        args = (cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
-        return str(ensure_warm_start(*args)), str(ensure_initial_prm(*args))
-    paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
-    return str(paths.policy_dir), str(paths.prm_dir)
-
-
 def solve(
     question: str,
     cfg: Any = None,
@@ -58,6 +42,7 @@ def solve(
     from actors.policy import PolicyActor
     from actors.prm import PRMActor
     from conf.load import compose
+    from loop.round0 import round0_models
     from pipeline.prompting import PromptFormat
     from pipeline.records import to_dict
     from pipeline.search.mcts import search
@@ -65,7 +50,7 @@ def solve(
 
     cfg = cfg if cfg is not None else compose([])
     if policy_dir is None or prm_dir is None:
-        default_policy, default_prm = default_models(cfg, round0)
+        default_policy, default_prm = round0_models(cfg, trained=round0)
         policy_dir, prm_dir = policy_dir or default_policy, prm_dir or default_prm
     key = (str(policy_dir), str(prm_dir))
     if key not in _loaded:

@@ -20,11 +20,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from loop import phases
+from loop.methods import method_phases
 from loop.metrics import MetricsLog
 from loop.report import final_table, round_accuracies
+from loop.round0 import start_models
+from loop.session import Pools, ray_session
 from pipeline.records import Question
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +35,24 @@ class Driver:
     def __init__(self, cfg: DictConfig, train: list[Question], heldout: list[Question], run: RunDir):
         self.cfg, self.train, self.heldout, self.run = cfg, train, heldout, run
         self.metrics = MetricsLog(run.metrics_file)
-        self.pool: Any = None
+        self.pools = Pools(cfg)
 
     def fit(self) -> dict[int, dict[str, Any]]:
         """Round 0, then `iteration` self-training rounds. Returns the eval results per round."""
         with self.metrics.phase("start", 0):  # cached per machine, so cheap to redo on resume
-            models = phases.start_models(self.cfg, self.run)
+            models = start_models(self.cfg, self.run)
         cfg, run, train = self.cfg, self.run, self.train
-        method = phases.method_phases(cfg.method)
-        self.phase(0, "eval", self.evaluate, 0, models)
-        for k in range(1, cfg.iteration + 1):
-            self.phase(k, "search", method.generate, cfg, run, lambda m=models: self.pools(m), train, k)
-            self.phase(k, "values", method.select, cfg, run, train, k)
-            self.close_pool()  # generation actors give their CPUs/GPUs back before training
-            policy = self.phase(k, "sft", method.train_policy, cfg, run, models, k)
-            prm = self.phase(k, "prm", method.train_prm, cfg, run, models, k)
-            models = {**models, "policy_dir": policy["policy_dir"], "prm_dir": prm["prm_dir"]}
-            self.phase(k, "eval", self.evaluate, k, models)
-        self.close_pool()
+        method = method_phases(cfg.method)
+        with self.pools:
+            self.phase(0, "eval", self.evaluate, 0, models)
+            for k in range(1, cfg.iteration + 1):
+                self.phase(k, "search", method.generate, cfg, run, lambda m=models: self.pool(m), train, k)
+                self.phase(k, "values", method.select, cfg, run, train, k)
+                self.pools.close()  # generation actors give their CPUs/GPUs back before training
+                policy = self.phase(k, "sft", method.train_policy, cfg, run, models, k)
+                prm = self.phase(k, "prm", method.train_prm, cfg, run, models, k)
+                models = {**models, "policy_dir": policy["policy_dir"], "prm_dir": prm["prm_dir"]}
+                self.phase(k, "eval", self.evaluate, k, models)
         return {k: self.run.phase_info(k, "eval") for k in range(self.cfg.iteration + 1)}
 
     def phase(self, k: int, name: str, body, *args) -> dict[str, Any]:
@@ -65,31 +67,21 @@ class Driver:
         self.run.mark_done(k, name, files, info)
         return info
 
-    def pools(self, models: dict[str, Any]):
+    def pool(self, models: dict[str, Any]) -> Any:
         """The search pool on the current checkpoints, started on first use."""
-        if self.pool is None or self.pool.model_dirs != (models["policy_dir"], models["prm_dir"]):
-            self.close_pool()
-            from actors.pool import Pool
-
-            self.pool = Pool.from_config(self.cfg, models["policy_dir"], models["prm_dir"])
-        return self.pool
-
-    def close_pool(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
+        return self.pools.get(models["policy_dir"], models["prm_dir"])
 
     def evaluate(self, k: int, models: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
         from loop.evaluate import evaluate_methods
 
         results = evaluate_methods(
-            self.pools(models), self.heldout, self.cfg, k, self.run.round_dir(k) / "eval"
+            self.pool(models), self.heldout, self.cfg, k, self.run.round_dir(k) / "eval"
         )
         quality = self.step_quality(k)
         if quality is not None:
             results["prm_step_auc"] = quality
         path = self.run.round_dir(k) / "eval.json"
-        phases.write_json(path, results)
+        atomic_write_json(path, results)
         accuracies = {f"acc_{m}": r["accuracy"] for m, r in results["methods"].items()}
         if quality is not None:
             accuracies["prm_step_auc"] = quality["auc"]
@@ -117,7 +109,6 @@ class Driver:
 
 def train_main(cfg: DictConfig, train: list[Question], heldout: list[Question]) -> int:
     """`python run.py` (mode=train): set up the run directory and Ray, fit, print the final table."""
-    from actors.cluster import init_ray, shutdown_ray
     from conf.load import ConfigError
 
     if cfg.policy.engine == "endpoint" and cfg.iteration > 0:
@@ -135,12 +126,9 @@ def train_main(cfg: DictConfig, train: list[Question], heldout: list[Question]) 
         print(f"restmcts: config error: {e}")
         return 2
     t0 = time.monotonic()
-    url = init_ray(cfg.ray)
-    print(f"restmcts: run directory {root}  |  Ray dashboard {url}", flush=True)
-    try:
+    with ray_session(cfg) as url:
+        print(f"restmcts: run directory {root}  |  Ray dashboard {url}", flush=True)
         evals = Driver(cfg, train, heldout, run).fit()
-    finally:
-        shutdown_ray()
     print(final_table(evals))
     print(f"restmcts: done in {time.monotonic() - t0:.0f} s; results in {root}")
     OmegaConf.set_readonly(cfg, True)

@@ -29,17 +29,18 @@ multiplier 1 costs nothing extra. `eval_budget.png` plots accuracy against token
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
+from loop.sampling import Scored, sample_scored
 from pipeline.grading import extract_answer, grade
 from pipeline.records import Question
 from pipeline.search.seeding import derive_seed
@@ -123,23 +124,24 @@ class _Evaluator:
         if key in self.done:
             return self.done[key]
         cfg, t0, extra = self.cfg, time.monotonic(), 0.0
+        prefix = cfg.backbone.answer_prefix
         if method == "cot":
-            sols = self.pool.map_policy(
-                "greedy_solve",
+            sols = self.pool.greedy(
                 [q.content for q in self.questions],
-                cfg.policy.max_batch_size,
                 max_steps=cfg.eval.search.max_depth,
+                chunk=int(cfg.policy.max_batch_size),
             )
-            rows = [(s.steps, s.tokens) for s in sols]
+            rows = [Answered.of(s.steps, s.tokens, prefix) for s in sols]
         elif method in ("sc", "bon"):
             assert value is not None
             if value in self.samples:
                 extra = self.samples[value][1]  # sampled for the other method: count that time here too
             else:
-                groups = _sample(self.pool, self.questions, cfg, self.round, value)
+                seed = derive_seed(cfg.seed, self.round, "eval-samples")
+                groups = sample_scored(self.pool, self.questions, cfg, value, seed)
                 self.samples[value] = (groups, time.monotonic() - t0)
             groups = self.samples[value][0]
-            rows = [_majority(g, cfg) if method == "sc" else _best(g) for g in groups]
+            rows = [_majority(g, prefix) if method == "sc" else _best(g, prefix) for g in groups]
         elif method in SEARCH_METHODS:
             section, field = BUDGET_KNOBS[method].split(".")
             node = getattr(cfg.eval, section)
@@ -150,47 +152,39 @@ class _Evaluator:
         else:
             raise ValueError(f"unknown eval method {method!r}")
         seconds = time.monotonic() - t0 + extra
-        self.done[key] = _score(self.questions, rows, cfg.backbone.answer_prefix, seconds)
+        self.done[key] = _score(self.questions, rows, seconds)
         return self.done[key]
 
 
-def _sample(pool: Any, questions: Sequence[Question], cfg: Any, round: int, n: int) -> list[list[Any]]:
-    """`n` samples per question, each with its PRM value: [[(steps, tokens, value), ...], ...]."""
-    from pipeline.search.protocol import Score
+@dataclass(frozen=True)
+class Answered:
+    """One question's result under one method: the chosen solution's steps (empty for self-consistency,
+    which answers by vote), the tokens generated for the question, and the answer that is graded."""
 
-    chunk = max(1, int(cfg.policy.max_batch_size) // n)
-    groups = pool.map_policy(
-        "sample_solutions",
-        [q.content for q in questions],
-        chunk,
-        n=n,
-        temperature=cfg.eval.search.temperature,
-        seed=derive_seed(cfg.seed, round, "eval-samples"),
-        max_steps=cfg.eval.search.max_depth,
-    )
-    requests = [Score(q.content, s.steps) for q, group in zip(questions, groups, strict=True) for s in group]
-    values = pool.map_prm("score", requests, int(cfg.prm.max_batch_size))
-    out, k = [], 0
-    for group in groups:
-        out.append([(s.steps, s.tokens, values[k + i]) for i, s in enumerate(group)])
-        k += len(group)
-    return out
+    steps: tuple[str, ...]
+    tokens: int
+    answer: str | None  # None: no answer found
+
+    @classmethod
+    def of(cls, steps: Sequence[str], tokens: int, answer_prefix: str) -> Answered:
+        return cls(tuple(steps), int(tokens), extract_answer(list(steps), answer_prefix))
 
 
-def _majority(group: list[Any], cfg: Any) -> tuple[tuple[str, ...], int, str | None]:
+def _majority(group: list[Scored], answer_prefix: str) -> Answered:
     """Most frequent extracted answer (ties: the first sample's order); tokens of all samples."""
-    answers = [extract_answer(steps, cfg.backbone.answer_prefix) for steps, _, _ in group]
+    answers = [extract_answer(list(s.steps), answer_prefix) for s in group]
     counts = Counter(a for a in answers if a is not None)
     winner = counts.most_common(1)[0][0] if counts else None
-    return (), sum(t for _, t, _ in group), winner
+    return Answered((), sum(s.tokens for s in group), winner)
 
 
-def _best(group: list[Any]) -> tuple[tuple[str, ...], int]:
-    steps = max(group, key=lambda s: s[2])[0]
-    return steps, sum(t for _, t, _ in group)
+def _best(group: list[Scored], answer_prefix: str) -> Answered:
+    """The sample the PRM values highest (ties: the first); tokens of all samples."""
+    best = max(group, key=lambda s: s.value)
+    return Answered.of(best.steps, sum(s.tokens for s in group), answer_prefix)
 
 
-def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[tuple[tuple[str, ...], int]]:
+def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[Answered]:
     """`method` on every question with `search_cfg`; shard files under `out_dir` (else a temporary one)."""
     from pipeline.shards import Shard, load_shard
 
@@ -209,20 +203,18 @@ def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[tu
             for i, s in enumerate(range(0, len(questions), size))
         ]
         trees = {t.question_id: t.result for p in pool.run_shards(shards, search_cfg) for t in load_shard(p)}
-    return [(trees[q.id].solution, trees[q.id].generated_tokens) for q in questions]
+    prefix = cfg.backbone.answer_prefix
+    return [Answered.of(trees[q.id].solution, trees[q.id].generated_tokens, prefix) for q in questions]
 
 
-def _score(
-    questions: Sequence[Question], rows: list[tuple], answer_prefix: str, seconds: float
-) -> dict[str, Any]:
+def _score(questions: Sequence[Question], rows: list[Answered], seconds: float) -> dict[str, Any]:
     correct, ungradable, tokens = 0, 0, 0
     by_diff: dict[str, list[int]] = {}
     for q, row in zip(questions, rows, strict=True):
-        answer = row[2] if len(row) > 2 else extract_answer(row[0], answer_prefix)
-        verdict = grade(answer, q.answer).correct
-        ungradable += answer is None or verdict is None
+        verdict = grade(row.answer, q.answer).correct
+        ungradable += row.answer is None or verdict is None
         correct += bool(verdict)
-        tokens += row[1]
+        tokens += row.tokens
         if q.difficulty:
             by_diff.setdefault(str(q.difficulty), []).append(int(bool(verdict)))
     n = max(1, len(questions))
@@ -301,33 +293,27 @@ def budget_points(results: dict[str, Any]) -> dict[str, list[tuple[float, float,
 
 
 def evaluate_main(cfg: Any, train: list[Question], heldout: list[Question]) -> int:
-    """`python run.py mode=evaluate ...`: evaluate the configured checkpoints; a question file is evaluated
-    whole, a generated task on its held-out split. Writes runs/<run.name>/eval.json and eval_budget.png
-    (accuracy vs tokens per question), prints the table (and the sweep's, with `eval.budgets`)."""
-    from actors.cluster import init_ray, shutdown_ray
-    from actors.pool import Pool
-    from loop.api import default_models
+    """`python run.py mode=evaluate ...`: evaluate the round-0 models (`loop.round0`: the configured
+    directories, or the built-in backbone's); a question file is evaluated whole, a generated task on its
+    held-out split. Writes runs/<run.name>/eval.json and eval_budget.png (accuracy vs tokens per
+    question), prints the table (and the sweep's, with `eval.budgets`)."""
     from loop.plots import plot_budget
-    from pipeline.rundir import atomic_write_text
+    from loop.round0 import round0_models
+    from loop.session import Pools, ray_session
+    from pipeline.rundir import atomic_write_json
 
     questions = train + heldout if cfg.task.name in ("file", "gsm8k") else (heldout or train)
-    policy_dir, prm_dir = default_models(cfg)
+    policy_dir, prm_dir = round0_models(cfg)
     out = Path(cfg.run.root) / cfg.run.name
-    url = init_ray(cfg.ray)
-    budgets = f", budgets x{list(cfg.eval.budgets)}" if cfg.eval.budgets else ""
-    print(
-        f"restmcts: evaluating {len(questions)} questions with {', '.join(cfg.eval.methods)}{budgets}  |  Ray dashboard {url}"
-    )
-    pool = None
-    try:
-        pool = Pool.from_config(cfg, policy_dir, prm_dir)
-        results = evaluate_methods(pool, questions, cfg, 0, out_dir=out / "eval")
-    finally:
-        if pool is not None:
-            pool.shutdown()
-        shutdown_ray()
+    with ray_session(cfg) as url, Pools(cfg) as pools:
+        budgets = f", budgets x{list(cfg.eval.budgets)}" if cfg.eval.budgets else ""
+        methods = ", ".join(cfg.eval.methods)
+        print(
+            f"restmcts: evaluating {len(questions)} questions with {methods}{budgets}  |  Ray dashboard {url}"
+        )
+        results = evaluate_methods(pools.get(policy_dir, prm_dir), questions, cfg, 0, out_dir=out / "eval")
     results["models"] = {"policy_dir": policy_dir, "prm_dir": prm_dir}
-    atomic_write_text(out / "eval.json", json.dumps(results, indent=1, sort_keys=True))
+    atomic_write_json(out / "eval.json", results)
     png = plot_budget(
         budget_points(results),
         out / "eval_budget.png",

@@ -3,6 +3,9 @@
 Events carry `event` (what happened), `round`, `time` (unix seconds) and free numeric/string fields.
 Ray gauges (visible on the dashboard's metrics page / Prometheus) are created lazily and only when
 `ray.is_initialized()`, so this module imports no Ray at import time.
+
+An optional experiment tracker (`loop.tracker.make_tracker(cfg.tracker, run_dir, config)`) passed as
+`MetricsLog(path, tracker=...)` receives every row written, as the same dict; `close()` closes it.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ PHASES = ("start", "search", "values", "sft", "prm", "reload", "eval")
 
 
 class MetricsLog:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, tracker: Any = None):
+        """`tracker`: anything with `log(row: dict)` and `close()` (see loop/tracker.py), or None."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tracker = tracker
         self._ray_gauges: dict[str, Any] | None = None
 
     def event(self, event: str, round: int | None = None, **fields: Any) -> dict[str, Any]:
@@ -32,7 +37,14 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         self._to_ray(row)
+        if self.tracker is not None:
+            self.tracker.log(row)
         return row
+
+    def close(self) -> None:
+        """Close the tracker, if any (flush TensorBoard files, finish the wandb run)."""
+        if self.tracker is not None:
+            self.tracker.close()
 
     @contextmanager
     def phase(self, name: str, round: int):

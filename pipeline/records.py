@@ -116,3 +116,16 @@ class SolutionSample:
 
     steps: tuple[str, ...]
     tokens: int  # generated tokens up to and including the stop (EOS or the answer line's delimiter)
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One sampled whole solution of a baseline round (a line of `round_<k>/samples.jsonl`)."""
+
+    question_id: str
+    sample: int  # the question's sample index, 0, 1, ...
+    steps: tuple[str, ...]
+    tokens: int  # generated tokens, >= 0, counted by the actor
+    answer: str | None  # extracted final answer (None: none stated)
+    correct: bool | None  # graded against gold (None: no gold, or ungradable)
+    judge: float | None = None  # self_rewarding only: the judge's score in [0, 1] (None: no verdict)

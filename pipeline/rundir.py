@@ -78,6 +78,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Indented, key-sorted JSON (what every eval/info file of a run uses), written atomically."""
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
 def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 

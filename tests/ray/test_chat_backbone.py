@@ -41,8 +41,9 @@ ARGS = [
 
 
 def test_chat_backbone_runs_one_full_iteration(ray_session, tmp_path):
-    from loop import phases
     from loop.driver import Driver
+    from loop.methods import common as phases
+    from loop.methods.rest_mcts import train_prm
     from pipeline.data import load_questions
     from pipeline.prompting import PromptFormat
     from pipeline.records import NodeRecord, Question, to_dict
@@ -86,7 +87,7 @@ def test_chat_backbone_runs_one_full_iteration(ray_session, tmp_path):
     prm = prm_examples(tree, q.content, "5")
     atomic_write_jsonl(trained.round_dir(1) / "prm.jsonl", [to_dict(e) for e in prm])
     _, policy = phases.train_policy(cfg, trained, models, 1)
-    _, value = phases.train_prm(cfg, trained, models, 1)
+    _, value = train_prm(cfg, trained, models, 1)
     assert policy["replay"] == 8 and policy["policy_dir"].endswith("round_1/policy")
     assert value["examples"] == len(prm) > 0 and value["prm_dir"].endswith("round_1/prm")
 

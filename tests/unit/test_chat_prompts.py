@@ -46,7 +46,7 @@ def test_chat_groups_render_every_dataset_prompt_with_the_template(group, chat_t
 
 
 def test_tiny_chat_build_has_a_template_and_plain_build_keeps_its_cache_key(tmp_path):
-    from loop import phases
+    from loop.methods import common as phases
     from models.backbones import tiny_spec
 
     plain = compose([])

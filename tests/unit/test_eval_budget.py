@@ -45,6 +45,16 @@ class FakePool:
             for q in items
         ]
 
+    def greedy(self, questions, max_steps, seed=0, chunk=256):
+        return self.map_policy("greedy_solve", questions, chunk, max_steps=max_steps, seed=seed)
+
+    def sample(self, questions, n, temperature, seed=0, max_steps=0, chunk=32):
+        kw = {"n": n, "temperature": temperature, "seed": seed, "max_steps": max_steps}
+        return self.map_policy("sample_solutions", questions, chunk, **kw)
+
+    def score(self, requests, chunk=256):
+        return self.map_prm("score", requests, chunk)
+
     def map_prm(self, method, items, chunk, **kw):
         return [0.9 if r.steps[-1].endswith(str(int(r.question[1:]) % 4)) else 0.2 for r in items]
 
@@ -153,7 +163,7 @@ def test_plot_budget_draws_lines_and_single_points(tmp_path):
 
 def test_evaluate_main_prints_both_tables_and_draws_the_png(tmp_path, monkeypatch, capsys):
     import actors.cluster
-    import loop.api
+    import loop.round0
 
     pool = FakePool()
     pool.shutdown = lambda: None
@@ -162,7 +172,7 @@ def test_evaluate_main_prints_both_tables_and_draws_the_png(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "actors.pool", fake_pool_module)
     monkeypatch.setattr(actors.cluster, "init_ray", lambda ray_cfg: "http://dash")
     monkeypatch.setattr(actors.cluster, "shutdown_ray", lambda: None)
-    monkeypatch.setattr(loop.api, "default_models", lambda cfg: ("policy", "prm"))
+    monkeypatch.setattr(loop.round0, "round0_models", lambda cfg: ("policy", "prm"))
     cfg = compose([*BASE, "eval.budgets=[0.5,2]", f"run.root={tmp_path}", "run.name=sweep"])
     assert evaluate.evaluate_main(cfg, [], QUESTIONS) == 0
     out = capsys.readouterr().out

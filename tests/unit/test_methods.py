@@ -10,20 +10,20 @@ from dataclasses import dataclass
 import pytest
 
 from conf.load import compose
-from loop import phases
-from loop.methods import (
-    SAMPLES_FILE,
-    baseline_phases,
-    generate,
-    keep_prm,
-    reference_budget,
-    sample_round_major,
-    select_pairs,
-    select_rest_em_traces,
-    train_policy_dpo,
-)
+from loop.methods import method_phases, rest_em, self_rewarding
+from loop.methods.common import keep_prm, train_policy
+from loop.methods.rest_em import select_rest_em_traces
+from loop.methods.samples import SAMPLES_FILE, reference_budget, sample_round_major
+from loop.methods.self_rewarding import select_pairs, train_policy_dpo
 from pipeline.records import Question
 from pipeline.rundir import RunDir, read_jsonl
+
+
+def generate(cfg, run, get_pool, train, k):
+    """The method's own generate phase (rest_em: samples; self_rewarding: samples + judge)."""
+    return method_phases(cfg.method).generate(cfg, run, get_pool, train, k)
+
+
 
 # arith questions: one solvable two ways (a right trace and a wrong step with the right answer)
 Q1 = Question("q1", "(2+3)*4", "20", difficulty=2)
@@ -61,6 +61,15 @@ class FakePool:
                 group.append(Sol(options[i % len(options)], self.tokens))
             out.append(group)
         return out
+
+    def greedy(self, questions, max_steps, seed=0, chunk=256):
+        return self.map_policy("greedy_solve", questions, chunk, max_steps=max_steps, seed=seed)
+
+    def sample(self, questions, n, temperature, seed=0, max_steps=0, chunk=32):
+        return self.map_policy("sample_solutions", questions, chunk, n=n, temperature=temperature, seed=seed)
+
+    def score(self, requests, chunk=256):
+        return self.map_prm("score", requests, chunk)
 
     def map_prm(self, method, requests, chunk):
         # a judge that prefers right traces: 0.9 for RIGHT, 0.5 for LUCKY, 0.1 otherwise
@@ -109,10 +118,13 @@ def test_reference_budget(tmp_path):
 
 
 def test_baseline_phases_table():
-    with pytest.raises(ValueError, match="rest_em, self_rewarding"):
-        baseline_phases("rest_mcts")
-    assert baseline_phases("rest_em").train_policy is phases.train_policy
-    assert phases.method_phases("self_rewarding").train_policy is train_policy_dpo
+    with pytest.raises(ValueError, match="rest_mcts, rest_em, self_rewarding"):
+        method_phases("ppo")
+    assert method_phases("rest_em").train_policy is train_policy
+    assert method_phases("rest_em") is rest_em.PHASES
+    assert method_phases("self_rewarding").train_policy is train_policy_dpo
+    assert method_phases("self_rewarding") is self_rewarding.PHASES
+    assert method_phases("rest_mcts").train_policy is train_policy
 
 
 def test_rest_em_generate_at_budget_then_select(tmp_path):

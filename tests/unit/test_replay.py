@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conf.load import ConfigError, compose, validate
-from loop.phases import replay_examples
+from loop.methods.common import replay_examples
 from pipeline.tasks.arith import warm_start_set
 
 

@@ -1,0 +1,40 @@
+"""Round 0: the models self-training starts from, by one rule that the driver, `mode=evaluate` and
+`loop.api.solve` all use.
+
+1. `backbone.policy_path` and `backbone.prm_path` both set: those directories, for any backbone (your own
+   checkpoints, e.g. a finished run's `round_k/policy` and `round_k/prm`).
+2. `backbone=tiny`: the warm-started policy and its D_V0 PRM, trained once per machine and cached
+   (`trainers.warm_start`; the task must be one with a warm-start set, else a clear error). With
+   `trained=False`, the untrained build (what `solve(..., round0=False)` asks for).
+3. Any other backbone: its resolved directories (smollm2 converted once from its wheel).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.rundir import RunDir, atomic_write_json
+
+
+def round0_models(cfg: Any, trained: bool = True) -> tuple[str, str]:
+    """(policy_dir, prm_dir) of round 0 for `cfg` (see the module docstring)."""
+    from models.backbones import resolve_backbone
+
+    if cfg.backbone.policy_path and cfg.backbone.prm_path:
+        return str(cfg.backbone.policy_path), str(cfg.backbone.prm_path)
+    if trained and cfg.backbone.name == "tiny":
+        from trainers.warm_start import ensure_initial_prm, ensure_warm_start
+
+        args = (cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
+        return str(ensure_warm_start(*args)), str(ensure_initial_prm(*args))
+    paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
+    return str(paths.policy_dir), str(paths.prm_dir)
+
+
+def start_models(cfg: Any, run: RunDir) -> dict[str, str]:
+    """Round 0 of a training run, recorded in `round_0/models.json`: the current and the round-0
+    directories (each round trains from round 0)."""
+    policy_dir, prm_dir = round0_models(cfg)
+    models = {"policy_dir": policy_dir, "prm_dir": prm_dir, "policy_dir0": policy_dir, "prm_dir0": prm_dir}
+    atomic_write_json(run.round_dir(0) / "models.json", models)
+    return models

@@ -1,0 +1,50 @@
+"""One Ray session and its search pool, started and stopped in one place: training (`loop.driver`),
+`mode=evaluate` and `mode=compare` all go through these two context managers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+@contextmanager
+def ray_session(cfg: Any) -> Iterator[str]:
+    """Start or join Ray (`cfg.ray`) for the block; yields the dashboard URL ("" when there is none).
+    A locally started Ray stops at the end, also on errors."""
+    from actors.cluster import init_ray, shutdown_ray
+
+    url = init_ray(cfg.ray)
+    try:
+        yield url
+    finally:
+        shutdown_ray()
+
+
+class Pools:
+    """The search pool (policy and PRM replicas, search workers) on given model directories: built on
+    first use, rebuilt when the directories change, shut down by `close` or at the end of a `with`."""
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.pool: Any = None
+
+    def get(self, policy_dir: str, prm_dir: str) -> Any:
+        if self.pool is None or self.pool.model_dirs != (policy_dir, prm_dir):
+            self.close()
+            from actors.pool import Pool
+
+            self.pool = Pool.from_config(self.cfg, policy_dir, prm_dir)
+        return self.pool
+
+    def close(self) -> None:
+        """Shut the pool down (generation actors give their CPUs/GPUs back, e.g. before training)."""
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+    def __enter__(self) -> Pools:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
