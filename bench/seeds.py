@@ -12,6 +12,10 @@ from `metrics.jsonl` (round-0 building included only when it happened inside tha
 Printed per seed and as mean +- standard deviation over seeds: held-out greedy (cot) accuracy per
 difficulty for round 0 and the last round and the gain of their mean over difficulties; MCTS*
 accuracy; per round the trace precision of the selected SFT traces and the PRM step AUC.
+
+The table is also written to `<root>/<prefix>-seeds.md`, next to `<root>/<prefix>-seeds.png`: held-out
+accuracy per iteration for every eval method, the mean over seeds as a line and the lowest-to-highest
+seed as a shaded band (y axis fixed 0-100 %, tokens/question in the legend).
 """
 
 from __future__ import annotations
@@ -132,21 +136,48 @@ def main() -> int:
         for s in args.seeds:
             walls[s] = run_seed(s, args.prefix, args.root, args.overrides)
     per_seed = {}
+    curves = {}
     for s in args.seeds:
         run_dir = Path(args.root) / f"{args.prefix}-s{s}"
         if not (ROOT / run_dir).exists() and not run_dir.exists():
             print(f"seeds: {run_dir} does not exist (run without --report-only first)", file=sys.stderr)
             return 2
-        per_seed[s] = figures(load_run(run_dir if run_dir.is_absolute() else ROOT / run_dir))
+        run = load_run(run_dir if run_dir.is_absolute() else ROOT / run_dir)
+        per_seed[s] = figures(run)
+        curves[s] = accuracy_curves(run)
         if s in walls:
             per_seed[s]["command wall minutes"] = walls[s] / 60
-    print(summary(per_seed))
+    report = [summary(per_seed)]
     gains = [f.get("gain (mean over difficulties, points)") for f in per_seed.values()]
     if all(g is not None for g in gains):
-        print(
+        report.append(
             f"\ngain in every seed: {all(g > 0 for g in gains)}; mean gain {statistics.fmean(gains):.1f} points"
         )
+    print("\n".join(report))
+    root = Path(args.root) if Path(args.root).is_absolute() else ROOT / args.root
+    png = plot_seeds(curves, root / f"{args.prefix}-seeds.png", args.seeds)
+    md = root / f"{args.prefix}-seeds.md"
+    image = f"\n\n![accuracy per iteration over seeds]({png.name})\n" if png else "\n"
+    md.write_text(f"# {args.prefix}: seeds {' '.join(map(str, args.seeds))}\n\n" + "\n".join(report) + image)
+    print(f"\nseeds: wrote {md}" + (f" and {png}" if png else ""))
     return 0
+
+
+def accuracy_curves(run: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """`{round: eval.json "methods"}` of one seed's run (what loop.plots takes)."""
+    return {k: r["eval"]["methods"] for k, r in sorted(run["rounds"].items()) if "eval" in r}
+
+
+def plot_seeds(curves: dict[int, dict[int, dict[str, Any]]], path: Path, seeds: list[int]) -> Path | None:
+    """Mean-over-seeds accuracy PNG with a min-max band; None when no seed has an eval.json yet."""
+    if not any(curves.values()):
+        return None
+    if str(ROOT) not in sys.path:  # `python bench/seeds.py` puts bench/, not the repo root, on the path
+        sys.path.insert(0, str(ROOT))
+    from loop.plots import plot_accuracy_seeds
+
+    title = f"held-out accuracy per iteration, seeds {', '.join(map(str, seeds))}"
+    return plot_accuracy_seeds(curves, path, title=title, band="minmax")
 
 
 if __name__ == "__main__":

@@ -283,6 +283,9 @@ class Config:
     resume: bool = True  # the same command again continues runs/<run.name>; false starts it afresh
     cache_dir: str = ".cache/restmcts"  # built tiny backbones, warm starts, converted models
     log_level: str = "INFO"
+    # experiment tracker every metrics.jsonl event also goes to: none | tensorboard (event files under
+    # <run dir>/tensorboard/) | wandb (offline unless WANDB_MODE is set); extras `.[tensorboard]`, `.[wandb]`
+    tracker: str = "none"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -320,5 +323,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "selection.sft_filter": ("correct", "authors", "oracle"),
     "baselines.judge": ("prm", "llm"),
     "baselines.dpo.bf16": ("auto", "true", "false"),
+    "tracker": ("none", "tensorboard", "wandb"),
 }
 EVAL_METHODS = ("cot", "sc", "bon", "mcts", "tot_bfs", "tot_dfs")

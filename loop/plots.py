@@ -51,6 +51,7 @@ def accuracy_figure(
     rounds = sorted(per_round)
     methods = sorted({m for k in rounds for m in per_round[k]})
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ends: list[tuple[float, float, Any]] = []
     for method in methods:
         xs = [k for k in rounds if method in per_round[k]]
         ys = [100 * _accuracy(per_round[k][method]) for k in xs]
@@ -58,7 +59,8 @@ def accuracy_figure(
         if not toks and tokens and tokens.get(method) is not None:
             toks = [float(tokens[method])]
         (line,) = ax.plot(xs, ys, marker="o", label=_label(method, toks))
-        _label_last(ax, xs, ys, line.get_color())
+        ends.append((xs[-1], ys[-1], line.get_color()))
+    _label_ends(ax, ends)
     _accuracy_axes(ax, rounds)
     ax.set_title(title or "held-out accuracy per iteration")
     return fig, ax
@@ -95,6 +97,7 @@ def seeds_figure(
     methods = sorted({m for s in seeds for k in per_seed[s] for m in per_seed[s][k]})
     band_text = "min-max over seeds" if band == "minmax" else "mean ± 1 sd over seeds"
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ends: list[tuple[float, float, Any]] = []
     for method in methods:
         xs, means, lows, highs, toks = [], [], [], [], []
         dots_x, dots_y = [], []
@@ -127,7 +130,8 @@ def seeds_figure(
         color = line.get_color()
         ax.fill_between(xs, lows, highs, color=color, alpha=0.18, linewidth=0)
         ax.scatter(dots_x, dots_y, color=color, s=10, alpha=0.45, zorder=3)
-        _label_last(ax, xs, means, color)
+        ends.append((xs[-1], means[-1], color))
+    _label_ends(ax, ends)
     _accuracy_axes(ax, rounds)
     n = len(seeds)
     ax.set_title(
@@ -207,14 +211,18 @@ def _label(method: str, tokens: Sequence[float]) -> str:
     return f"{method} ({text} tok/q)"
 
 
-def _label_last(ax: Any, xs: Sequence[float], ys: Sequence[float], color: Any) -> None:
-    """Write the last point's value beside it: with a 0-100 axis small changes are hard to read off."""
-    if xs:
+def _label_ends(ax: Any, ends: Sequence[tuple[float, float, Any]], gap: float = 3.5) -> None:
+    """Write each line's last value beside it (with a 0-100 axis small changes are hard to read off),
+    nudging the texts apart vertically by at least `gap` points so close lines stay legible."""
+    placed: list[float] = []
+    for x, y, color in sorted(ends, key=lambda e: e[1]):
+        text_y = max(y, placed[-1] + gap) if placed else y
+        placed.append(text_y)
         ax.annotate(
-            f"{ys[-1]:.1f}",
-            (xs[-1], ys[-1]),
-            textcoords="offset points",
-            xytext=(5, 0),
+            f"{y:.1f}",
+            (x, y),
+            xytext=(x + 0.08, text_y),
+            textcoords="data",
             fontsize=7,
             color=color,
             va="center",

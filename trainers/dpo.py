@@ -26,8 +26,9 @@ from typing import Any
 
 from pipeline.baselines import PreferencePair
 from trainers.ds_config import build_ds_config, use_bf16
-from trainers.engine import as_namespace, replace_dir
-from trainers.job import run_training_job, worker_context, write_metrics
+from trainers.engine import replace_dir
+from trainers.job import run_training_job
+from trainers.worker import train_config, worker_context, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def dpo_worker(config: dict) -> None:
     from trl import DPOTrainer
 
     ctx = worker_context(config)
-    cfg = as_namespace(config["train_cfg"])
+    cfg = train_config(config)
     torch.manual_seed(cfg.seed)
     remote = config["trust_remote_code"]
     tokenizer = AutoTokenizer.from_pretrained(config["base_dir"], trust_remote_code=remote)

@@ -15,13 +15,12 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from trainers.ds_config import build_ds_config, warmup_steps
-from trainers.job import WorkerContext, report
+from trainers.worker import WorkerContext, report
 
 REPORT_MIN_STEPS = 100
 # Optimizer steps left out of the steady-state rate (first-step allocations, DeepSpeed's lazy set-up).
@@ -241,11 +240,6 @@ def summary(result: LoopResult, plan: Plan, n_examples: int, ctx: WorkerContext)
         "world_size": ctx.world_size,
         "engine": "deepspeed" if ctx.distributed else "torch",
     }
-
-
-def as_namespace(d: dict) -> SimpleNamespace:
-    """Attribute access on the TrainConfig dict that travelled to the worker (nested dicts too)."""
-    return SimpleNamespace(**{k: as_namespace(v) if isinstance(v, dict) else v for k, v in d.items()})
 
 
 def apply_lora(module: torch.nn.Module, lora: Any, task_type: str) -> torch.nn.Module:

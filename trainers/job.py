@@ -1,4 +1,4 @@
-"""Run one training job: Ray Train `TorchTrainer` workers with DeepSpeed inside, or in-process.
+"""Launch one training job: Ray Train `TorchTrainer` workers with DeepSpeed inside, or in-process.
 
 `run_training_job(loop_fn, loop_config, train_cfg, name, storage_dir)` is the one entry point. With
 `train_cfg.num_workers >= 1` it starts a TorchTrainer (gloo on CPU, NCCL on GPU) whose workers call
@@ -6,7 +6,8 @@
 calls `loop_fn` in this process with plain torch AdamW: no Ray, no DeepSpeed, same output format.
 
 Results come back through a file, not `Result.metrics` (which can be None on Ray Train V2): rank 0
-writes `metrics.json` to the path the launcher put in `loop_config["metrics_path"]`.
+writes `metrics.json` to the path the launcher put in `loop_config["metrics_path"]`. The worker side
+(context, typed TrainConfig, progress, metrics file) is `trainers.worker`.
 """
 
 from __future__ import annotations
@@ -15,71 +16,32 @@ import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from typing import Any
+
+from conf.schema import TrainConfig
+from trainers.worker import write_metrics
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class WorkerContext:
-    rank: int
-    world_size: int
-    distributed: bool  # True inside Ray Train (torch.distributed up, DeepSpeed engine)
-    in_ray: bool
-
-
-def worker_context(loop_config: dict) -> WorkerContext:
-    """Where this loop runs; also silences the harmless torch.distributed FutureWarnings."""
-    quiet_worker_logs()
-    threads = int(loop_config["train_cfg"]["torch_threads"])
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
-    if not loop_config["_ray_train"]:
-        return WorkerContext(rank=0, world_size=1, distributed=False, in_ray=False)
-    import ray.train
-
-    ctx = ray.train.get_context()
-    return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), distributed=True, in_ray=True)
-
-
-def quiet_worker_logs() -> None:
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed.*")
-    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*all_gather_into_tensor.*")
-    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*reduce_scatter_tensor.*")
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.distributed.*")
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-
-
-def report(ctx: WorkerContext, metrics: dict) -> None:
-    """Progress for the Ray dashboard/logs; every rank must call it equally often (V2 syncs ranks)."""
-    if ctx.in_ray:
-        import ray.train
-
-        ray.train.report(metrics)
-    else:
-        log.info("train progress %s", metrics)
-
-
-def write_metrics(path: str, metrics: dict) -> None:
-    """Atomic JSON write (rank 0 only)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(tmp, path)
-
-
 def train_cfg_dict(train_cfg: Any) -> dict:
-    """A TrainConfig (dataclass or OmegaConf node) as a plain dict that pickles to Ray workers."""
+    """A TrainConfig (dataclass or OmegaConf node) as a plain dict (cache keys hash it)."""
     if is_dataclass(train_cfg):
         return asdict(train_cfg)
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(train_cfg, resolve=True)
+
+
+def as_train_config(train_cfg: Any) -> TrainConfig:
+    """The TrainConfig dataclass of a dataclass or an OmegaConf node (what the workers receive)."""
+    if isinstance(train_cfg, TrainConfig):
+        return train_cfg
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), train_cfg))
 
 
 def run_training_job(
@@ -96,7 +58,7 @@ def run_training_job(
     metrics_path = os.path.join(job_dir, "metrics.json")
     if os.path.exists(metrics_path):
         os.remove(metrics_path)
-    config = dict(loop_config, metrics_path=metrics_path, train_cfg=train_cfg_dict(train_cfg))
+    config = dict(loop_config, metrics_path=metrics_path, train_cfg=as_train_config(train_cfg))
     start = time.perf_counter()
     if train_cfg.num_workers == 0:
         import torch

@@ -22,7 +22,6 @@ from pipeline.prompting import PRMText, PromptFormat
 from pipeline.records import PRMExample, from_dict, to_dict
 from trainers.engine import (
     apply_lora,
-    as_namespace,
     build_engine,
     fit,
     full_parameters,
@@ -30,7 +29,8 @@ from trainers.engine import (
     replace_dir,
     summary,
 )
-from trainers.job import WorkerContext, run_training_job, worker_context, write_metrics
+from trainers.job import run_training_job
+from trainers.worker import WorkerContext, train_config, worker_context, write_metrics
 
 
 def split_heldout(
@@ -116,7 +116,7 @@ def heldout_metrics(examples: list[PRMExample], scores: list[float]) -> dict:
 def prm_worker(config: dict) -> None:
     """Ray Train worker loop (also called in-process): train, rank 0 saves the PRM and metrics."""
     ctx = worker_context(config)
-    cfg = as_namespace(config["train_cfg"])
+    cfg = train_config(config)
     torch.manual_seed(cfg.seed)
     fmt = PromptFormat(**config["prompt_format"])
     model, tokenizer = load_prm(

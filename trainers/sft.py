@@ -15,7 +15,6 @@ import torch
 from pipeline.records import SFTExample
 from trainers.engine import (
     apply_lora,
-    as_namespace,
     build_engine,
     fit,
     full_parameters,
@@ -23,7 +22,8 @@ from trainers.engine import (
     replace_dir,
     summary,
 )
-from trainers.job import run_training_job, worker_context, write_metrics
+from trainers.job import run_training_job
+from trainers.worker import train_config, worker_context, write_metrics
 
 IGNORE = -100
 
@@ -66,7 +66,7 @@ def sft_worker(config: dict) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ctx = worker_context(config)
-    cfg = as_namespace(config["train_cfg"])
+    cfg = train_config(config)
     torch.manual_seed(cfg.seed)
     remote = config["trust_remote_code"]
     tokenizer = AutoTokenizer.from_pretrained(config["base_dir"], trust_remote_code=remote)

@@ -8,8 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from loop.methods import MethodPhases, samples
+from loop.methods import samples
 from loop.methods.common import keep_prm, prompt_tokenizer, train_policy
+from loop.methods.phases import MethodPhases
 from pipeline.baselines import select_rest_em
 from pipeline.prompting import PromptFormat
 from pipeline.records import Question, SFTExample, to_dict

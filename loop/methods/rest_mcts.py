@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from loop.methods import MethodPhases
 from loop.methods.common import accumulated, prompt_tokenizer, train_on_rounds, train_policy
+from loop.methods.phases import MethodPhases
 from pipeline.prompting import PromptFormat
 from pipeline.records import PRMExample, Question, SFTExample, to_dict
 from pipeline.rundir import RunDir, atomic_write_jsonl

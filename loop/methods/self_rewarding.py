@@ -12,8 +12,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from loop.methods import MethodPhases, samples
+from loop.methods import samples
 from loop.methods.common import accumulated, keep_prm, prompt_tokenizer, train_on_rounds
+from loop.methods.phases import MethodPhases
 from pipeline.baselines import (
     LLM_JUDGE_PROMPT,
     PreferencePair,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.records import Question
+from pipeline.tasks import sets
 
 MIN_DIFFICULTY, MAX_DIFFICULTY = 1, 6
 MAX_VALUE = 999  # every intermediate result lies in [1, MAX_VALUE]
@@ -93,43 +94,28 @@ def _sample(rng: random.Random, d: int, max_operand: int, flip: float) -> Questi
     )
 
 
-def _even_counts(n: int, difficulties: Sequence[int]) -> dict[int, int]:
-    k, counts = len(difficulties), {}
-    for i, d in enumerate(difficulties):
-        counts[d] = counts.get(d, 0) + n // k + (1 if i < n % k else 0)
-    return counts
-
-
 def _generate(
     counts: dict[int, int], stream: str, max_operand: int, flip: float, exclude: set[str]
 ) -> list[Question]:
     """`counts[d]` distinct problems per difficulty, none in `exclude` (contents); interleaved by difficulty."""
     if max_operand < 2:
         raise ValueError(f"max_operand must be >= 2, got {max_operand}")
-    seen = set(exclude)
-    per_d: list[list[Question]] = []
-    for d, count in counts.items():
+    for d in counts:
         if not MIN_DIFFICULTY <= d <= MAX_DIFFICULTY:
             raise ValueError(f"difficulty {d} outside {MIN_DIFFICULTY}..{MAX_DIFFICULTY}")
-        rng = random.Random(f"arith/{stream}/d{d}")  # str seeds are hashed with sha512: stable
-        out: list[Question] = []
-        tries = 0
-        while len(out) < count:
-            tries += 1
-            if tries > 50 * count + 1000:
-                raise ValueError(
-                    f"cannot find {count} distinct arith problems of difficulty {d} with max_operand {max_operand}"
-                )
-            q = _sample(rng, d, max_operand, flip)
-            if q.content not in seen:
-                seen.add(q.content)
-                out.append(q)
-        per_d.append(out)
-    # Round-robin so any prefix or shard of the list mixes difficulties.
-    mixed: list[Question] = []
-    for i in range(max(map(len, per_d), default=0)):
-        mixed.extend(qs[i] for qs in per_d if i < len(qs))
-    return mixed
+
+    def sample(rng: random.Random, d: int):
+        q = _sample(rng, d, max_operand, flip)
+        return q.content, lambda: q
+
+    return sets.draw_distinct(
+        counts,
+        lambda d: f"arith/{stream}/d{d}",
+        sample,
+        exclude,
+        lambda count: 50 * count + 1000,
+        f"arith problems with max_operand {max_operand}",
+    )
 
 
 def generate(
@@ -149,62 +135,28 @@ def generate(
     """
     if not difficulties:
         raise ValueError("difficulties must not be empty")
-    return _generate(_even_counts(n, list(difficulties)), str(seed), max_operand, flip, set(exclude))
+    return _generate(sets.even_counts(n, list(difficulties)), str(seed), max_operand, flip, set(exclude))
+
+
+def _draw(task_cfg: Any):
+    return lambda counts, stream, exclude: _generate(counts, stream, task_cfg.max_operand, 0.0, exclude)
 
 
 def make_task_split(task_cfg: Any, seed: int) -> tuple[list[Question], list[Question]]:
-    """(train, heldout): `train_size` problems over `train_difficulties` and `heldout_size` spread
-    evenly over `heldout_difficulties`, disjoint from each other and from round 0's data (the warm
-    start set and D_V0). Round 0's sets are drawn first and never depend on the train/held-out sizes, so
-    one cached round 0 serves runs of any size; the held-out set does not depend on `train_size`."""
-    reserved = {q.content for q in warm_start_set(task_cfg, seed)} | {
-        q.content for q in dv0_set(task_cfg, seed)
-    }
-    heldout = _generate(
-        _even_counts(task_cfg.heldout_size, list(task_cfg.heldout_difficulties)),
-        f"{seed}/heldout",
-        task_cfg.max_operand,
-        0.0,
-        reserved,
-    )
-    train = _generate(
-        _even_counts(task_cfg.train_size, list(task_cfg.train_difficulties)),
-        f"{seed}/train",
-        task_cfg.max_operand,
-        0.0,
-        reserved | {q.content for q in heldout},
-    )
-    return train, heldout
+    """(train, heldout) over `train_difficulties` / `heldout_difficulties` (pipeline.tasks.sets)."""
+    return sets.task_split(task_cfg, seed, _draw(task_cfg), lambda q: q.content, MAX_DIFFICULTY)
 
 
 def warm_start_set(task_cfg: Any, seed: int) -> list[Question]:
-    """`warm_size` problems over `warm_difficulties` (the train and held-out sets avoid them).
-
-    A share `warm_long_fraction` (rounded) is longer: difficulties above max(warm_difficulties) up to the
-    largest train/held-out difficulty, each next one getting half the share of the previous (2:1 as in
-    the calibration of docs/MEASURED). This share decides how far round 0 sits from the frontier.
-    """
-    warm = list(task_cfg.warm_difficulties)
-    top = max([*task_cfg.train_difficulties, *task_cfg.heldout_difficulties, max(warm) + 1])
-    longer = list(range(max(warm) + 1, min(top, MAX_DIFFICULTY) + 1))
-    n_long = round(task_cfg.warm_size * task_cfg.warm_long_fraction) if longer else 0
-    weights = [2.0**-i for i in range(len(longer))]
-    counts = {d: int(n_long * w / sum(weights)) for d, w in zip(longer, weights, strict=True)}
-    if longer:
-        counts[longer[0]] += n_long - sum(counts.values())
-    counts = {d: c for d, c in counts.items() if c > 0}
-    for d, c in _even_counts(task_cfg.warm_size - n_long, warm).items():
-        counts[d] = counts.get(d, 0) + c
-    return _generate(counts, f"{seed}/warm", task_cfg.max_operand, 0.0, set())
+    """`warm_size` problems over `warm_difficulties` plus a `warm_long_fraction` of longer ones
+    (`sets.warm_counts`); the train and held-out sets avoid them."""
+    return _draw(task_cfg)(sets.warm_counts(task_cfg, MAX_DIFFICULTY), f"{seed}/warm", set())
 
 
 def dv0_set(task_cfg: Any, seed: int) -> list[Question]:
     """D_V0's `dv0_size` questions (with gold solutions) over `dv0_difficulties` (empty: the train
     difficulties); the train and held-out sets avoid them."""
-    difficulties = list(task_cfg.dv0_difficulties) or list(task_cfg.train_difficulties)
-    return _generate(
-        _even_counts(task_cfg.dv0_size, difficulties), f"{seed}/dv0", task_cfg.max_operand, 0.0, set()
-    )
+    return _draw(task_cfg)(sets.dv0_counts(task_cfg), f"{seed}/dv0", set())
 
 
 # ------------------------------------------------------------------------------------ expression parser

@@ -31,16 +31,24 @@ import hashlib
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from pipeline.records import Question
+from pipeline.tasks import sets
+from pipeline.tasks.countdown_solver import (
+    apply_op,
+    can_finish,
+    moves,
+    reachable,
+    remove_pair,
+    shortest_length,
+    within_steps,
+)
 
 MIN_DIFFICULTY, MAX_DIFFICULTY = 2, 5
 MAX_NUMBER, MIN_TARGET, MAX_TARGET = 20, 10, 100  # defaults
-OPS = ("+", "-", "*", "/")
 ANSWER_PREFIX = "The answer is"
 SOURCE = "countdown"
 
@@ -98,94 +106,12 @@ def question_id(content: str, difficulty: int) -> str:
     return f"countdown-d{difficulty}-{hashlib.sha1(content.encode()).hexdigest()[:10]}"
 
 
-def _apply(op: str, a: int, b: int) -> int | None:
-    """Exact value of `a op b`; None for a division that is not exact."""
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    return a // b if b and a % b == 0 else None
-
-
-def _remove(state: Sequence[int], a: int, b: int) -> tuple[int, ...] | None:
-    """`state` without the first copy of a and then of b (order kept); None if either is missing."""
-    rest = list(state)
-    for x in (a, b):
-        if x not in rest:
-            return None
-        rest.remove(x)
-    return tuple(rest)
-
-
-def _moves(state: tuple[int, ...]) -> Iterator[tuple[int, str, int, int, tuple[int, ...]]]:
-    """Every legal step from `state` once per value pair: (a, op, b, result, canonical next state)."""
-    seen = set()
-    for i in range(len(state)):
-        for j in range(i + 1, len(state)):
-            a, b = max(state[i], state[j]), min(state[i], state[j])
-            if (a, b) in seen:
-                continue
-            seen.add((a, b))
-            rest = _remove(state, a, b)
-            for op in OPS:
-                r = _apply(op, a, b)
-                if r is not None and r > 0:
-                    yield a, op, b, r, (r, *rest)  # type: ignore[misc]
-
-
-# ------------------------------------------------------------------------------------------------ solver
-
-
-@lru_cache(maxsize=1 << 16)  # ~1 kB an entry
-def _children(key: tuple[int, ...]) -> tuple[tuple[int, tuple[int, ...]], ...]:
-    """(result, sorted next multiset) of every legal step from the sorted multiset `key`, deduplicated."""
-    return tuple(dict.fromkeys((r, tuple(sorted(nxt))) for *_, r, nxt in _moves(key)))
-
-
-@lru_cache(maxsize=1 << 18)  # ~0.25 kB an entry: the caches stay under ~150 MB
-def _within(key: tuple[int, ...], target: int, k: int) -> bool:
-    """Can the sorted multiset `key` hold the target after at most k steps?"""
-    if target in key:
-        return True
-    children = _children(key) if k > 0 else ()
-    return any(r == target for r, _ in children) or (
-        k > 1 and any(_within(nxt, target, k - 1) for _, nxt in children if len(nxt) > 1)
-    )
-
-
-@lru_cache(maxsize=1 << 16)
-def _can_finish(key: tuple[int, ...], target: int) -> bool:
-    """Is there a sequence of >= 1 steps from `key` whose last result is the target?"""
-    return any(r == target or (len(nxt) > 1 and _can_finish(nxt, target)) for r, nxt in _children(key))
-
-
-def clear_cache() -> None:
-    """Free the solver's memo tables (they are bounded, so this is optional)."""
-    for f in (_children, _within, _can_finish):
-        f.cache_clear()
-
-
-def reachable(numbers: Sequence[int], target: int) -> bool:
-    """Can the target be made from this multiset (a number equal to the target counts as made)?
-    Memoised on the sorted multiset: cheap to call on many states of one question."""
-    key = tuple(sorted(numbers))
-    return _within(key, target, len(key) - 1)
-
-
-def shortest_length(numbers: Sequence[int], target: int) -> int | None:
-    """Fewest steps to make the target (0 if it is given); None when unsolvable."""
-    key = tuple(sorted(numbers))
-    return next((k for k in range(len(key)) if _within(key, target, k)), None)
-
-
 def _optimal(state: tuple[int, ...], target: int, k: int) -> list[tuple[str, tuple[int, ...]]]:
     """(step line, next state) of each step after which the target is made in k - 1 more steps."""
     return [
         (format_step(a, op, b, r, nxt), nxt)
-        for a, op, b, r, nxt in _moves(state)
-        if _within(tuple(sorted(nxt)), target, k - 1)
+        for a, op, b, r, nxt in moves(state)
+        if within_steps(tuple(sorted(nxt)), target, k - 1)
     ]
 
 
@@ -248,13 +174,6 @@ def _question(numbers: list[int], target: int) -> Question:
     )
 
 
-def _even_counts(n: int, difficulties: Sequence[int]) -> dict[int, int]:
-    k, counts = len(difficulties), {}
-    for i, d in enumerate(difficulties):
-        counts[d] = counts.get(d, 0) + n // k + (1 if i < n % k else 0)
-    return counts
-
-
 def _generate(
     counts: dict[int, int], stream: str, ranges: tuple[int, int, int], exclude: set
 ) -> list[Question]:
@@ -263,29 +182,26 @@ def _generate(
     max_number, lo, hi = ranges
     if max_number < 1 or not 1 <= lo <= hi:
         raise ValueError(f"bad ranges: max_number {max_number}, targets {lo}..{hi}")
-    seen = set(exclude)
-    per_d: list[list[Question]] = []
-    for d, count in counts.items():
+    for d in counts:
         if not MIN_DIFFICULTY <= d <= MAX_DIFFICULTY:
             raise ValueError(f"difficulty {d} outside {MIN_DIFFICULTY}..{MAX_DIFFICULTY}")
-        rng = random.Random(f"countdown/{stream}/d{d}")  # str seeds are hashed with sha512: stable
-        out: list[Question] = []
-        tries = 0
-        while len(out) < count:
-            tries += 1
-            if tries > 200 * count + 2000:
-                raise ValueError(f"cannot find {count} distinct solvable countdown problems with {d} numbers")
-            numbers, target = [rng.randint(1, max_number) for _ in range(d)], rng.randint(lo, hi)
-            key = _key(numbers, target)
-            if key in seen or target in numbers or not reachable(numbers, target):
-                continue
-            seen.add(key)
-            out.append(_question(numbers, target))
-        per_d.append(out)
-    mixed: list[Question] = []  # round-robin: any prefix or shard mixes difficulties
-    for i in range(max(map(len, per_d), default=0)):
-        mixed.extend(qs[i] for qs in per_d if i < len(qs))
-    return mixed
+
+    def sample(rng: random.Random, d: int):
+        numbers, target = [rng.randint(1, max_number) for _ in range(d)], rng.randint(lo, hi)
+        if target in numbers:
+            return None
+        return _key(
+            numbers, target
+        ), lambda: _question(numbers, target) if reachable(numbers, target) else None
+
+    return sets.draw_distinct(
+        counts,
+        lambda d: f"countdown/{stream}/d{d}",
+        sample,
+        exclude,
+        lambda count: 200 * count + 2000,
+        "solvable countdown problems",
+    )
 
 
 def generate(
@@ -306,7 +222,7 @@ def generate(
         raise ValueError("difficulties must not be empty")
     keys = {_key(*parse_question(c)) for c in exclude}
     ranges = (max_number, min_target, max_target)
-    return _generate(_even_counts(n, list(difficulties)), str(seed), ranges, keys)
+    return _generate(sets.even_counts(n, list(difficulties)), str(seed), ranges, keys)
 
 
 def _ranges(task_cfg: Any) -> tuple[int, int, int]:
@@ -320,45 +236,30 @@ def _ranges(task_cfg: Any) -> tuple[int, int, int]:
     )
 
 
-def _keys(questions: list[Question]) -> set:
-    return {_key(*parse_question(q.content)) for q in questions}
+def _draw(task_cfg: Any):
+    ranges = _ranges(task_cfg)
+    return lambda counts, stream, exclude: _generate(counts, stream, ranges, exclude)
+
+
+def _question_key(q: Question) -> tuple[tuple[int, ...], int]:
+    return _key(*parse_question(q.content))
 
 
 def warm_start_set(task_cfg: Any, seed: int) -> list[Question]:
-    """`warm_size` problems with gold solutions over `warm_difficulties`; a share `warm_long_fraction`
-    (rounded) has more numbers, up to the largest train/held-out difficulty, each next N getting half
-    the share of the previous (as in arith). The train and held-out sets avoid them."""
-    warm = list(task_cfg.warm_difficulties)
-    top = max([*task_cfg.train_difficulties, *task_cfg.heldout_difficulties, max(warm) + 1])
-    longer = list(range(max(warm) + 1, min(top, MAX_DIFFICULTY) + 1))
-    n_long = round(task_cfg.warm_size * getattr(task_cfg, "warm_long_fraction", 0.0)) if longer else 0
-    weights = [2.0**-i for i in range(len(longer))]
-    counts = {d: int(n_long * w / sum(weights)) for d, w in zip(longer, weights, strict=True)}
-    if longer:
-        counts[longer[0]] += n_long - sum(counts.values())
-    counts = {d: c for d, c in counts.items() if c > 0}
-    for d, c in _even_counts(task_cfg.warm_size - n_long, warm).items():
-        counts[d] = counts.get(d, 0) + c
-    return _generate(counts, f"{seed}/warm", _ranges(task_cfg), set())
+    """`warm_size` problems with gold solutions over `warm_difficulties` plus a `warm_long_fraction`
+    with more numbers (`sets.warm_counts`); the train and held-out sets avoid them."""
+    return _draw(task_cfg)(sets.warm_counts(task_cfg, MAX_DIFFICULTY), f"{seed}/warm", set())
 
 
 def dv0_set(task_cfg: Any, seed: int) -> list[Question]:
     """D_V0's `dv0_size` questions with gold solutions over `dv0_difficulties` (empty: the train
     difficulties); the train and held-out sets avoid them."""
-    difficulties = list(task_cfg.dv0_difficulties) or list(task_cfg.train_difficulties)
-    return _generate(_even_counts(task_cfg.dv0_size, difficulties), f"{seed}/dv0", _ranges(task_cfg), set())
+    return _draw(task_cfg)(sets.dv0_counts(task_cfg), f"{seed}/dv0", set())
 
 
 def make_task_split(task_cfg: Any, seed: int) -> tuple[list[Question], list[Question]]:
-    """(train, heldout) as in arith: disjoint from each other and from round 0's data (warm start and
-    D_V0); held-out does not depend on `train_size`."""
-    reserved = _keys(warm_start_set(task_cfg, seed)) | _keys(dv0_set(task_cfg, seed))
-    ranges = _ranges(task_cfg)
-    heldout_counts = _even_counts(task_cfg.heldout_size, list(task_cfg.heldout_difficulties))
-    heldout = _generate(heldout_counts, f"{seed}/heldout", ranges, reserved)
-    train_counts = _even_counts(task_cfg.train_size, list(task_cfg.train_difficulties))
-    train = _generate(train_counts, f"{seed}/train", ranges, reserved | _keys(heldout))
-    return train, heldout
+    """(train, heldout) as in arith (pipeline.tasks.sets), distinct by (sorted numbers, target)."""
+    return sets.task_split(task_cfg, seed, _draw(task_cfg), _question_key, MAX_DIFFICULTY)
 
 
 # --------------------------------------------------------------------------------------- step checking
@@ -404,10 +305,10 @@ class TraceCheck:
 
 def _judge(state: tuple[int, ...], step: Step) -> str:
     """Error label of `step` applied to the ordered multiset `state` ("" when legal)."""
-    rest = _remove(state, step.a, step.b)
+    rest = remove_pair(state, step.a, step.b)
     if rest is None:
         return UNAVAILABLE
-    value = _apply(step.op, step.a, step.b)
+    value = apply_op(step.op, step.a, step.b)
     if value is None:
         return INEXACT_DIVISION
     if value <= 0:
@@ -425,7 +326,7 @@ def apply_steps(numbers: Sequence[int], steps: Sequence[Step | str]) -> tuple[in
         step = raw if isinstance(raw, Step) else parse_step(raw)
         if step is None or _judge(state, step):
             return None
-        state = (step.result, *_remove(state, step.a, step.b))  # type: ignore[misc]
+        state = (step.result, *remove_pair(state, step.a, step.b))  # type: ignore[misc]
     return state
 
 
@@ -463,10 +364,10 @@ def check_trace(
             checks.append(StepCheck(text, "garbage", False, False, GARBAGE))
         else:
             error = _judge(state, step)
-            exact = _apply(step.op, step.a, step.b) == step.result
-            available = _remove(state, step.a, step.b) is not None
+            exact = apply_op(step.op, step.a, step.b) == step.result
+            available = remove_pair(state, step.a, step.b) is not None
             checks.append(StepCheck(text, "operation", exact, available, error))
-            state = step.left if error else (step.result, *_remove(state, step.a, step.b))  # type: ignore[misc]
+            state = step.left if error else (step.result, *remove_pair(state, step.a, step.b))  # type: ignore[misc]
             last = step.result
     first_error = next((i for i, c in enumerate(checks) if c.error), None)
     if first_error is None and not answered:
@@ -490,4 +391,4 @@ def value_of_state(
     numbers, target, lines = _split(question, steps)
     state = apply_steps(numbers, lines) or ()  # every line is a legal operation here
     made = state[0] == target if lines else target in numbers
-    return float(made or _can_finish(tuple(sorted(state)), target))
+    return float(made or can_finish(tuple(sorted(state)), target))
