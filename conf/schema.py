@@ -104,7 +104,7 @@ class BackboneConfig:
     answer_prefix: str = "The answer is"  # a step starting with this states the final answer
     # Value head put on a PRM base without one (a trained PRM keeps its own): linear = Linear on the last
     # hidden state; likelihood = an MLP that also sees the model's own token log-probabilities of the
-    # solution and of the last step (trainers/prm_model.py; needs the LM head and vocabulary-sized logits).
+    # solution and of the last step (models/prm.py; needs the LM head and vocabulary-sized logits).
     prm_head: str = "linear"
     max_prompt_tokens: int = 256
     max_step_tokens: int = 32

@@ -25,6 +25,15 @@ from typing import Any
 
 from pipeline.records import Question
 from pipeline.tasks import sets
+from pipeline.tasks.trace import (
+    AFTER_ANSWER,
+    ANSWER_TOO_EARLY,
+    GARBAGE,
+    WRONG_ANSWER,
+    WRONG_ARITHMETIC,
+    StepCheck,
+    TraceCheck,
+)
 
 MIN_DIFFICULTY, MAX_DIFFICULTY = 1, 6
 MAX_VALUE = 999  # every intermediate result lies in [1, MAX_VALUE]
@@ -265,40 +274,10 @@ def evaluate(expression: str) -> int:
 # --------------------------------------------------------------------------------------- step checking
 
 # Per-step error labels ("" = the step is right).
-WRONG_ARITHMETIC = "wrong arithmetic"  # the right operation on the right operands, wrong result
 SKIPPED_OPERATION = "skipped operation"  # applies a later operation, leaving out the next one(s)
 MERGED_OPERATIONS = "merged operations"  # more than one operation in one step (`9*9-30=51`)
 WRONG_OPERATION = "wrong operation"  # an operation (or operands) the question does not ask for next
 EXTRA_OPERATION = "extra operation"  # an operation after all of the question's are done
-GARBAGE = "garbage"  # not `expression=number` and not an answer line
-ANSWER_TOO_EARLY = "answer too early"  # answer line before every operation is done
-WRONG_ANSWER = "wrong answer"  # answer line whose number is not the gold answer
-AFTER_ANSWER = "after answer"  # any line after the answer line
-
-
-@dataclass(frozen=True)
-class StepCheck:
-    text: str
-    kind: str  # operation | answer | garbage
-    arithmetic_ok: bool  # operation: the stated equation holds; answer: the number is the gold answer
-    # operation: the question's next operation, applied to the trace's own previous result(s);
-    # answer: every operation was done before it
-    follows_plan: bool
-    error: str = ""  # one of the labels above; "" when the step is right
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-
-@dataclass(frozen=True)
-class TraceCheck:
-    steps: tuple[StepCheck, ...]
-    gold: int  # the value of the question's expression
-    answer: int | None  # number stated by the (first) answer line; None when there is none
-    answer_correct: bool  # answer == gold, however it was reached
-    correct: bool  # every step right, every operation done in order, answer line right and last
-    first_error: int | None  # index of the first wrong step; len(steps) if only the answer line is missing
 
 
 @dataclass(frozen=True)

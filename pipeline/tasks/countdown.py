@@ -46,6 +46,15 @@ from pipeline.tasks.countdown_solver import (
     shortest_length,
     within_steps,
 )
+from pipeline.tasks.trace import (
+    AFTER_ANSWER,
+    ANSWER_TOO_EARLY,
+    GARBAGE,
+    WRONG_ANSWER,
+    WRONG_ARITHMETIC,
+    StepCheck,
+    TraceCheck,
+)
 
 MIN_DIFFICULTY, MAX_DIFFICULTY = 2, 5
 MAX_NUMBER, MIN_TARGET, MAX_TARGET = 20, 10, 100  # defaults
@@ -268,39 +277,7 @@ def make_task_split(task_cfg: Any, seed: int) -> tuple[list[Question], list[Ques
 UNAVAILABLE = "unavailable number"  # an operand not in the current multiset (not given, or used up)
 INEXACT_DIVISION = "inexact division"
 NOT_POSITIVE = "not positive"  # a-b with a <= b: the true result is zero or negative
-WRONG_ARITHMETIC = "wrong arithmetic"  # a legal operation, wrong stated result
 WRONG_LEFT = "wrong left"  # the `left` list is not the remaining multiset
-GARBAGE = "garbage"  # neither an operation line nor an answer line
-ANSWER_TOO_EARLY = "answer too early"  # answer line before an operation has made the target
-WRONG_ANSWER = "wrong answer"  # answer line whose number is not the target
-AFTER_ANSWER = "after answer"  # any line after the answer line
-
-
-@dataclass(frozen=True)
-class StepCheck:
-    """Same fields as arith's. follows_plan: operation: both operands available; answer: target made."""
-
-    text: str
-    kind: str  # operation | answer | garbage
-    arithmetic_ok: bool  # operation: the stated result is the exact value; answer: it states the target
-    follows_plan: bool
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-
-@dataclass(frozen=True)
-class TraceCheck:
-    """Same fields as arith's; `gold` is the target."""
-
-    steps: tuple[StepCheck, ...]
-    gold: int
-    answer: int | None  # number stated by the (first) answer line; None when there is none
-    answer_correct: bool  # answer == target, however it was reached
-    correct: bool  # every step legal, target made by the last operation, answer line right and last
-    first_error: int | None  # index of the first wrong step; len(steps) if only the answer line is missing
 
 
 def _judge(state: tuple[int, ...], step: Step) -> str:
