@@ -24,7 +24,6 @@ def generate(cfg, run, get_pool, train, k):
     return method_phases(cfg.method).generate(cfg, run, get_pool, train, k)
 
 
-
 # arith questions: one solvable two ways (a right trace and a wrong step with the right answer)
 Q1 = Question("q1", "(2+3)*4", "20", difficulty=2)
 Q2 = Question("q2", "(1+1)*3", "6", difficulty=2)
