@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from conf.schema import CHOICES, EVAL_METHODS, Config
+from conf.schema import ANSWER_FALLBACKS, CHOICES, EVAL_METHODS, Config
 
 CONF_DIR = Path(__file__).resolve().parent
 GROUPS = ("backbone", "task")
@@ -106,6 +106,11 @@ def validate(cfg: DictConfig) -> None:
     for method in cfg.eval.methods:
         if method not in EVAL_METHODS:
             raise ConfigError(f"bad value in 'eval.methods': {method!r}; allowed: {', '.join(EVAL_METHODS)}")
+    for rule in cfg.backbone.answer_fallbacks:
+        if rule not in ANSWER_FALLBACKS:
+            raise ConfigError(
+                f"bad value in 'backbone.answer_fallbacks': {rule!r}; allowed: {', '.join(ANSWER_FALLBACKS)}"
+            )
     if any(b <= 0 for b in cfg.eval.budgets):
         raise ConfigError(f"bad value in 'eval.budgets': {list(cfg.eval.budgets)}; multipliers must be > 0")
     if cfg.iteration < 0:

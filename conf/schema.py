@@ -87,6 +87,7 @@ class TrainConfig:
     eval_fraction: float = 0.1  # PRM: share of questions held out for MSE / pairwise ranking accuracy
     torch_threads: int = 0  # > 0: torch.set_num_threads in the training process (1 is best on a busy CPU)
     freeze_backbone: bool = False  # PRM jobs only: train the value head, keep the LM (and its likelihoods)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
 
 
 @dataclass
@@ -102,6 +103,10 @@ class BackboneConfig:
     prompt_template: str = "Q:{question}\n"
     system_prompt: str = ""
     answer_prefix: str = "The answer is"  # a step starting with this states the final answer
+    # Where else an answer is looked for when no line states it with answer_prefix, in this order:
+    # boxed (\boxed{}), hash (#### N), answer_line ("A: N", "Answer: N"), math_verify (LaTeX), last_number.
+    # Empty: the prefix only (the tiny backbone is trained on its format); real backbones list them all.
+    answer_fallbacks: list[str] = field(default_factory=list)
     # Value head put on a PRM base without one (a trained PRM keeps its own): linear = Linear on the last
     # hidden state; likelihood = an MLP that also sees the model's own token log-probabilities of the
     # solution and of the last step (models/prm.py; needs the LM head and vocabulary-sized logits).
@@ -139,7 +144,7 @@ class BackboneConfig:
 
 @dataclass
 class TaskConfig:
-    """Where questions come from: a built-in generator (`arith`) or a file (`file`, `gsm8k`)."""
+    """Where questions come from: a built-in generator (`arith`, `countdown`) or a file (`file`, `gsm8k`)."""
 
     name: str = "arith"
     train_size: int = 400  # arith: training questions per round pool
@@ -149,7 +154,10 @@ class TaskConfig:
     warm_difficulties: list[int] = field(default_factory=lambda: [2, 3])  # warm start mix
     warm_size: int = 6000
     warm_long_fraction: float = 0.0  # share of warm-start problems beyond warm_difficulties
-    max_operand: int = 20
+    max_operand: int = 20  # arith: operands drawn from 1..max_operand
+    max_number: int = 20  # countdown: the given numbers are drawn from 1..max_number
+    min_target: int = 10  # countdown: targets drawn from min_target..max_target
+    max_target: int = 100
     dv0_size: int = 2000  # questions with gold solutions behind the initial PRM's data (D_V0)
     dv0_difficulties: list[int] = field(default_factory=list)  # empty: train_difficulties
     dv0_corruptions: int = 2  # wrong branches per D_V0 question
@@ -200,6 +208,9 @@ class PoolConfig:
     trees_in_flight: int = 64  # concurrent trees per search worker
     worker_num_cpus: float = 0.25
     max_restarts: int = 2
+    # Seconds to wait for Ray to place the pool (an autoscaling cluster may add nodes) before failing with
+    # a message naming the resource keys to change; a pool that can never fit fails at once.
+    placement_timeout_s: float = 120.0
 
 
 @dataclass
@@ -326,3 +337,4 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tracker": ("none", "tensorboard", "wandb"),
 }
 EVAL_METHODS = ("cot", "sc", "bon", "mcts", "tot_bfs", "tot_dfs")
+ANSWER_FALLBACKS = ("boxed", "hash", "answer_line", "math_verify", "last_number")  # pipeline.grading

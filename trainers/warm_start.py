@@ -60,7 +60,7 @@ def _digest(questions: list) -> str:
 
 # TrainConfig keys added after round-0 entries were first cached: left out of the key at these values,
 # so an entry built before a key existed is still found (its job ran as if the key had that value).
-_ADDED_LATER = {"freeze_backbone": False}
+_ADDED_LATER = {"freeze_backbone": False, "gradient_checkpointing": False}
 
 
 def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: Any, seed: int) -> dict:
