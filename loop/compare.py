@@ -128,6 +128,7 @@ def train_orm(cfg: Any, samples_path: Path, train: list, prm_dir0: str, out: Pat
     from loop.methods.samples import load_samples
     from pipeline.baselines import orm_examples
     from pipeline.prompting import PromptFormat
+    from pipeline.verify import solution_check
     from trainers.prm_train import train_prm
 
     fmt = PromptFormat.from_backbone(cfg.backbone)
@@ -135,7 +136,8 @@ def train_orm(cfg: Any, samples_path: Path, train: list, prm_dir0: str, out: Pat
     examples = []
     for q in sorted(train, key=lambda q: q.id):
         rows = by_question.get(q.id, [])
-        examples += orm_examples(q, [(r.steps, r.tokens) for r in rows], q.answer, fmt)
+        check = solution_check(q, fmt.answer_prefix)
+        examples += orm_examples(q, [(r.steps, r.tokens) for r in rows], check, fmt)
     info: dict[str, Any] = {"inputs": key, "examples": len(examples)}
     info["positives"] = sum(1 for e in examples if e.target == 1.0)
     if examples:
@@ -159,8 +161,9 @@ def verify(cfg: Any, pool: Any, heldout: list, out: Path, key: dict) -> None:
     """eval.n samples per held-out question from the final policy, scored by the final PRM and the ORM."""
     from loop.sampling import sample_scored, score_requests
     from pipeline.baselines import Candidate, verifier_accuracy
-    from pipeline.grading import extract_answer, grade
+    from pipeline.grading import extract_answer
     from pipeline.search.seeding import derive_seed
+    from pipeline.verify import solution_check
 
     n = int(cfg.eval.n)
     seed = derive_seed(cfg.seed, int(cfg.iteration), "verifier-samples")
@@ -177,7 +180,8 @@ def verify(cfg: Any, pool: Any, heldout: list, out: Path, key: dict) -> None:
         mine = []
         for j, s in enumerate(group):
             answer = extract_answer(list(s.steps), prefix) if s.steps else None
-            correct = grade(answer, q.answer).correct
+            check = solution_check(q, prefix)
+            correct = check(s.steps, answer) if check is not None else None
             mine.append(Candidate(answer, correct, prm[i], orm[i]))
             row = {"question_id": q.id, "sample": j, "steps": list(s.steps), "tokens": s.tokens}
             rows.append({**row, "answer": answer, "correct": correct, "prm": prm[i], "orm": orm[i]})

@@ -44,6 +44,7 @@ from loop.sampling import Scored, sample_scored
 from pipeline.grading import extract_answer, grade
 from pipeline.records import Question
 from pipeline.search.seeding import derive_seed
+from pipeline.verify import solution_check
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class _Evaluator:
         else:
             raise ValueError(f"unknown eval method {method!r}")
         seconds = time.monotonic() - t0 + extra
-        self.done[key] = _score(self.questions, rows, seconds)
+        self.done[key] = _score(self.questions, rows, seconds, prefix)
         return self.done[key]
 
 
@@ -171,11 +172,13 @@ class Answered:
 
 
 def _majority(group: list[Scored], answer_prefix: str) -> Answered:
-    """Most frequent extracted answer (ties: the first sample's order); tokens of all samples."""
+    """Most frequent extracted answer (ties: the first sample's order) with the first sample stating it
+    (what a task verifier checks); tokens of all samples."""
     answers = [extract_answer(list(s.steps), answer_prefix) for s in group]
     counts = Counter(a for a in answers if a is not None)
     winner = counts.most_common(1)[0][0] if counts else None
-    return Answered((), sum(s.tokens for s in group), winner)
+    steps = next((s.steps for s, a in zip(group, answers, strict=True) if a == winner), ())
+    return Answered(tuple(steps) if winner is not None else (), sum(s.tokens for s in group), winner)
 
 
 def _best(group: list[Scored], answer_prefix: str) -> Answered:
@@ -207,11 +210,14 @@ def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[An
     return [Answered.of(trees[q.id].solution, trees[q.id].generated_tokens, prefix) for q in questions]
 
 
-def _score(questions: Sequence[Question], rows: list[Answered], seconds: float) -> dict[str, Any]:
+def _score(
+    questions: Sequence[Question], rows: list[Answered], seconds: float, prefix: str
+) -> dict[str, Any]:
     correct, ungradable, tokens = 0, 0, 0
     by_diff: dict[str, list[int]] = {}
     for q, row in zip(questions, rows, strict=True):
-        verdict = grade(row.answer, q.answer).correct
+        check = solution_check(q, prefix)
+        verdict = check(row.steps, row.answer) if check is not None else grade(row.answer, None).correct
         ungradable += row.answer is None or verdict is None
         correct += bool(verdict)
         tokens += row.tokens

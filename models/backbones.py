@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.tasks import builtin
+
 log = logging.getLogger(__name__)
 
 TINY_VERSION = 1  # bump when the tiny build changes in a way that must not reuse old cache entries
@@ -131,7 +133,8 @@ def _key(spec: dict[str, Any]) -> str:
 
 def tiny_alphabet(backbone_cfg: Any, task_cfg: Any) -> str:
     """Sorted characters of the tiny vocabulary: the task's characters plus those of the prompt format."""
-    chars = ARITH_CHARS if task_cfg.name == "arith" else ASCII_CHARS
+    task = builtin(task_cfg.name)
+    chars = task.CHARS if task is not None else ASCII_CHARS
     fixed = backbone_cfg.prompt_template.replace("{question}", "")
     fixed += backbone_cfg.answer_prefix + backbone_cfg.step_delimiter
     if backbone_cfg.prompt_format == "chat":

@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.grading import DEFAULT_TIMEOUT, extract_answer, grade, normalize_answer
+from pipeline.grading import DEFAULT_TIMEOUT, extract_answer, normalize_answer
 from pipeline.prompting import PromptFormat
 from pipeline.records import PRMExample, Question, SFTExample
+from pipeline.verify import Check, as_check
 
 Sample = tuple[tuple[str, ...], int]  # (steps, generated tokens)
 
@@ -53,10 +54,11 @@ def _key(steps: Sequence[str]) -> tuple[str, ...]:
     return tuple(step.strip() for step in steps)
 
 
-def _is_correct(steps: Sequence[str], gold: str | None, fmt: PromptFormat, timeout: float) -> bool:
-    """True only when graded correct; no answer, a wrong one or an ungradable one are all False."""
-    answer = extract_answer(list(steps), fmt.answer_prefix)
-    return answer is not None and grade(answer, gold, timeout).correct is True
+def _is_correct(steps: Sequence[str], gold: str | Check | None, fmt: PromptFormat, timeout: float) -> bool:
+    """True only when judged correct by the gold answer or Check (pipeline.verify); no answer, a wrong
+    one or an ungradable one are all False."""
+    check = as_check(gold, timeout)
+    return check is not None and check(steps, extract_answer(list(steps), fmt.answer_prefix)) is True
 
 
 # --------------------------------------------------------------------------------------------- ReST-EM
@@ -65,7 +67,7 @@ def _is_correct(steps: Sequence[str], gold: str | None, fmt: PromptFormat, timeo
 def select_rest_em(
     question: Question,
     samples: Sequence[Sample],
-    gold: str | None,
+    gold: str | Check | None,
     fmt: PromptFormat,
     top_k: int,
     tokenizer: object = None,
@@ -167,7 +169,7 @@ def judge_unit(score: float) -> float:
 def orm_examples(
     question: Question,
     samples: Sequence[Sample],
-    gold: str | None,
+    gold: str | Check | None,
     fmt: PromptFormat,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> list[PRMExample]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.records import Question
-from pipeline.tasks import arith
+from pipeline.tasks import BUILTIN, arith, builtin
 
 _FORMAT_HINT = 'expected a JSON list or JSONL of {"content": ..., "answer": ...}'
 _CALCULATOR = re.compile(r"<<[^>]*>>")  # GSM8K calculator annotations: "48/2 = <<48/2=24>>24"
@@ -41,10 +41,11 @@ def load_questions(task_cfg: Any, data_cfg: Any, seed: int) -> tuple[list[Questi
     arith: generated (`data.*` unused). file/gsm8k: read `data.path`, keep the first `data.limit` (> 0),
     then split deterministically by hashing (seed, id): a share `heldout_fraction` goes to held-out.
     """
-    if task_cfg.name == "arith":
-        return arith.make_task_split(task_cfg, seed)
+    task = builtin(task_cfg.name)
+    if task is not None:
+        return task.make_task_split(task_cfg, seed)
     if task_cfg.name not in ("file", "gsm8k"):
-        raise DataError(f"unknown task '{task_cfg.name}'; allowed: arith, file, gsm8k")
+        raise DataError(f"unknown task '{task_cfg.name}'; allowed: {', '.join(BUILTIN)}, file, gsm8k")
     if not data_cfg.path:
         raise DataError(f"task={task_cfg.name} needs data.path=FILE ({_FORMAT_HINT})")
     questions = read_question_file(data_cfg.path, gsm8k=task_cfg.name == "gsm8k")

@@ -84,11 +84,17 @@ def step_auc(
     }
 
 
-def arith_first_error(answer_prefix: str) -> FirstError:
-    """The arith task's step checker as a `FirstError`."""
-    from pipeline.tasks.arith import check_trace
+def task_first_error(task: Any, answer_prefix: str) -> FirstError:
+    """A built-in task's step checker (pipeline.tasks: arith, countdown) as a `FirstError`."""
 
     def first_error(question: Question, steps: Sequence[str]) -> int | None:
-        return check_trace(question, steps, answer_prefix).first_error
+        return task.check_trace(question, steps, answer_prefix).first_error
 
     return first_error
+
+
+def arith_first_error(answer_prefix: str) -> FirstError:
+    """The arith task's step checker as a `FirstError`."""
+    from pipeline.tasks import arith
+
+    return task_first_error(arith, answer_prefix)

@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.grading import DEFAULT_TIMEOUT, extract_answer, grade
+from pipeline.grading import DEFAULT_TIMEOUT, extract_answer
 from pipeline.prompting import PromptFormat
 from pipeline.records import NodeRecord, PRMExample, SFTExample
+from pipeline.verify import Check, as_check
 
 
 @dataclass(frozen=True)
@@ -41,17 +42,18 @@ def recompute_target(example: PRMExample) -> float:
 
 def grade_leaves(
     tree: Sequence[NodeRecord],
-    gold: str,
+    gold: str | Check,
     answer_prefix: str = "The answer is",
     timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[int, bool]:
-    """Correctness of every end leaf: True only when graded correct (no answer, a wrong one, or an
-    ungradable one all count as incorrect)."""
+    """Correctness of every end leaf by the gold answer or the question's Check (pipeline.verify): True
+    only when judged correct (no answer, a wrong one, or an ungradable one all count as incorrect)."""
+    check = as_check(gold, timeout)
     correct = {}
     for node in tree:
         if node.is_end:
             answer = node.answer if node.answer is not None else extract_answer(node.steps, answer_prefix)
-            correct[node.node_id] = answer is not None and grade(answer, gold, timeout).correct is True
+            correct[node.node_id] = check(node.steps, answer) is True
     return correct
 
 
@@ -103,7 +105,7 @@ def infer_values(tree: Sequence[NodeRecord], correct: Mapping[int, bool]) -> dic
 def prm_examples(
     tree: Sequence[NodeRecord],
     question: str,
-    gold: str,
+    gold: str | Check,
     answer_prefix: str = "The answer is",
     timeout: float = DEFAULT_TIMEOUT,
 ) -> list[PRMExample]:
@@ -129,7 +131,7 @@ def select_sft(
     question: str,
     values_cfg: Any,
     prompt_format: PromptFormat,
-    gold: str | None = None,
+    gold: str | Check | None = None,
     trace_ok: Callable[[tuple[str, ...]], bool] | None = None,
     tokenizer: Any = None,
     timeout: float = DEFAULT_TIMEOUT,

@@ -27,6 +27,7 @@ from typing import Any
 
 from models.backbones import _cached, _key, prompt_tokenizer, resolve_backbone
 from pipeline.prompting import PromptFormat
+from pipeline.tasks import BUILTIN, builtin
 from trainers.job import train_cfg_dict
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,16 @@ def _plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _require_arith(task_cfg: Any) -> None:
-    if task_cfg.name != "arith":
+def _task(task_cfg: Any) -> Any:
+    """The built-in task module whose warm-start and D_V0 sets round 0 is built from."""
+    task = builtin(task_cfg.name)
+    if task is None:
         raise ValueError(
-            f"the tiny backbone's round 0 (warm start, D_V0 PRM) is built from task=arith, not task={task_cfg.name}; "
-            "use task=arith, or a pretrained backbone (backbone=smollm2|llama|mistral|glm) for other tasks"
+            f"the tiny backbone's round 0 (warm start, D_V0 PRM) is built from a built-in task "
+            f"({', '.join(BUILTIN)}), not task={task_cfg.name}; use one of those, or a pretrained backbone "
+            "(backbone=smollm2|llama|mistral|glm) for other tasks"
         )
+    return task
 
 
 def _digest(questions: list) -> str:
@@ -79,8 +84,7 @@ def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: An
 
 def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
     """Directory of the warm-started tiny policy (HF format), trained on first call, cached after."""
-    _require_arith(task_cfg)
-    from pipeline.tasks.arith import warm_start_set
+    warm_start_set = _task(task_cfg).warm_start_set
     from trainers.sft import train_sft
 
     base = resolve_backbone(backbone_cfg, task_cfg, cache_dir, seed).policy_dir
@@ -111,7 +115,7 @@ def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: in
 
 def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
     """Directory of the round-0 PRM trained on D_V0, trained on first call, cached after."""
-    _require_arith(task_cfg)
+    _task(task_cfg)
     # The PRM starts from the warm-started policy, the tiny stand-in for the paper's pretrained value
     # backbones: from the untrained base, D_V0 regression stayed near the constant predictor (MSE ~0.11).
     base = ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed)
@@ -138,10 +142,8 @@ def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: i
 
 
 def dv0_questions(task_cfg: Any, seed: int) -> list:
-    """`dv0_size` arith questions with gold solutions (the train and held-out sets avoid them)."""
-    from pipeline.tasks.arith import dv0_set
-
-    return dv0_set(task_cfg, seed)
+    """`dv0_size` questions of the task with gold solutions (the train and held-out sets avoid them)."""
+    return _task(task_cfg).dv0_set(task_cfg, seed)
 
 
 def build_initial_prm(
@@ -158,9 +160,12 @@ def build_initial_prm(
 
     The job's metrics are also written next to `out_dir` as `prm_metrics.json`.
     """
-    from trainers.dv0 import build_dv0
     from trainers.prm_train import train_prm
 
+    if questions and questions[0].source == "countdown":  # values from the exact solver
+        from pipeline.tasks.countdown_dv0 import build_dv0
+    else:
+        from trainers.dv0 import build_dv0
     fmt = fmt or PromptFormat()
     examples = build_dv0(questions, seed=seed, corruptions=corruptions, answer_prefix=fmt.answer_prefix)
     log.info("initial PRM: %d D_V0 examples from %d questions", len(examples), len(questions))

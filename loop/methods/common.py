@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from pipeline.prompting import PromptFormat
 from pipeline.records import SFTExample, from_dict
 from pipeline.rundir import RunDir, read_jsonl
+from pipeline.tasks import builtin
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,13 @@ def keep_prm(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
 
 
 def replay_examples(cfg: DictConfig, n: int) -> list[SFTExample]:
-    """`n` of the round-0 policy's own SFT examples (the arith warm-start set), the same ones every
+    """`n` of the round-0 policy's own SFT examples (the task's warm-start set), the same ones every
     round (seeded): replay against forgetting, not new information. Empty for n = 0 and for a task
     without a warm-start set (a real backbone's round 0 is its pretrained self: nothing to replay)."""
     if n <= 0:
         return []
-    if cfg.task.name != "arith" or cfg.backbone.name != "tiny":  # only these are warm-started (start_models)
+    task = builtin(cfg.task.name)
+    if task is None or cfg.backbone.name != "tiny":  # only these are warm-started (loop.round0)
         log.info(
             "selection.sft_replay=%d: no warm-start set here (%s on %s); no replay",
             n,
@@ -108,10 +110,8 @@ def replay_examples(cfg: DictConfig, n: int) -> list[SFTExample]:
         )
         return []
 
-    from pipeline.tasks.arith import warm_start_set
-
     fmt = PromptFormat.from_backbone(cfg.backbone)
-    questions = warm_start_set(cfg.task, cfg.seed)
+    questions = task.warm_start_set(cfg.task, cfg.seed)
     picked = random.Random(f"replay/{cfg.seed}").sample(questions, min(n, len(questions)))
     tokenizer = prompt_tokenizer(cfg)
     return [fmt.gold_example(q, "replay", tokenizer) for q in picked]

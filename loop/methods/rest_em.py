@@ -15,6 +15,8 @@ from pipeline.baselines import select_rest_em
 from pipeline.prompting import PromptFormat
 from pipeline.records import Question, SFTExample, to_dict
 from pipeline.rundir import RunDir, atomic_write_jsonl
+from pipeline.tasks import builtin
+from pipeline.verify import solution_check
 
 
 def generate(cfg: DictConfig, run: RunDir, get_pool: Any, train: list[Question], k: int):
@@ -25,7 +27,7 @@ def generate(cfg: DictConfig, run: RunDir, get_pool: Any, train: list[Question],
 
 def select_rest_em_traces(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
     """ReST-EM's E-step: correct samples, distinct, at most `baselines.rest_em_top_k` per question ->
-    `round_<k>/sft.jsonl` (the SFT phase accumulates rounds 1..k). For arith, `trace_precision` is the
+    `round_<k>/sft.jsonl` (the SFT phase accumulates rounds 1..k). For built-in tasks, `trace_precision` is the
     share of selected traces whose every step is right (an instrument, not a filter)."""
     fmt = PromptFormat.from_backbone(cfg.backbone)
     tokenizer = prompt_tokenizer(cfg)
@@ -33,18 +35,19 @@ def select_rest_em_traces(cfg: DictConfig, run: RunDir, train: list[Question], k
     sft: list[SFTExample] = []
     for q in sorted(train, key=lambda q: q.id):
         drawn = [(r.steps, r.tokens) for r in by_question.get(q.id, [])]
-        sft += select_rest_em(q, drawn, q.answer, fmt, int(cfg.baselines.rest_em_top_k), tokenizer)
+        sft += select_rest_em(
+            q, drawn, solution_check(q, fmt.answer_prefix), fmt, int(cfg.baselines.rest_em_top_k), tokenizer
+        )
     sft = [
         SFTExample(e.question_id, e.prompt, e.solution, e.steps, e.value, f"rest_em_round_{k}") for e in sft
     ]
     path = run.round_dir(k) / "sft.jsonl"
     atomic_write_jsonl(path, [to_dict(e) for e in sft])
     info: dict[str, Any] = {"sft_examples": len(sft), "sft_questions": len({e.question_id for e in sft})}
-    if cfg.task.name == "arith" and sft:
-        from pipeline.tasks.arith import check_trace
-
+    task = builtin(cfg.task.name)
+    if task is not None and sft:
         by_id = {q.id: q for q in train}
-        ok = [bool(check_trace(by_id[e.question_id], e.steps, fmt.answer_prefix).correct) for e in sft]
+        ok = [bool(task.check_trace(by_id[e.question_id], e.steps, fmt.answer_prefix).correct) for e in sft]
         info["trace_precision"] = sum(ok) / len(ok)
     return [path], info
 

@@ -19,6 +19,8 @@ from loop.methods.phases import MethodPhases
 from pipeline.prompting import PromptFormat
 from pipeline.records import PRMExample, Question, SFTExample, to_dict
 from pipeline.rundir import RunDir, atomic_write_jsonl
+from pipeline.tasks import builtin
+from pipeline.verify import solution_check
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +91,14 @@ def infer_values(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
             if q.answer is None:
                 continue
             trace_ok = (lambda steps, q=q: check(q, steps)) if check else None
-            prm += prm_examples(tree.nodes, q.content, q.answer, fmt.answer_prefix)
+            gold = solution_check(q, fmt.answer_prefix)  # the gold answer, or the task verifier
+            prm += prm_examples(tree.nodes, q.content, gold, fmt.answer_prefix)
             chosen = select_sft(
                 tree.nodes,
                 q.content,
                 cfg.selection,
                 fmt,
-                gold=q.answer,
+                gold=gold,
                 trace_ok=trace_ok,
                 tokenizer=tokenizer,
             )
@@ -121,13 +124,14 @@ def _with_source(e: SFTExample, k: int) -> SFTExample:
 
 
 def _trace_checker(cfg: DictConfig):
-    """Step-level correctness (arith only): an evaluation instrument and the `oracle` filter's test,
-    never a training signal of ReST-MCTS* itself. Returns check(question, steps) -> bool, or None."""
-    if cfg.task.name != "arith":
+    """Step-level correctness (built-in tasks: arith, countdown): an evaluation instrument and the
+    `oracle` filter's test, never a training signal of ReST-MCTS* itself. Returns check(question,
+    steps) -> bool, or None for tasks without a step checker."""
+    task = builtin(cfg.task.name)
+    if task is None:
         return None
-    from pipeline.tasks.arith import check_trace
-
-    return lambda question, steps: bool(check_trace(question, steps).correct)
+    prefix = cfg.backbone.answer_prefix
+    return lambda question, steps: bool(task.check_trace(question, steps, prefix).correct)
 
 
 def train_prm(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):

@@ -22,11 +22,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipeline.baselines import samples_for_budget, take_until_budget
-from pipeline.grading import extract_answer, grade
+from pipeline.grading import extract_answer
 from pipeline.prompting import PromptFormat
 from pipeline.records import Question, SampleRecord, from_dict, to_dict
 from pipeline.rundir import RunDir, atomic_write_jsonl, read_jsonl
 from pipeline.search.seeding import derive_seed
+from pipeline.verify import solution_check
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,8 @@ def write(
 
 def _sample_row(q: Question, j: int, s: Any, fmt: PromptFormat) -> SampleRecord:
     answer = extract_answer(list(s.steps), fmt.answer_prefix) if s.steps else None
-    correct = grade(answer, q.answer).correct if q.answer is not None else None
+    check = solution_check(q, fmt.answer_prefix)
+    correct = check(s.steps, answer) if check is not None else None
     return SampleRecord(q.id, j, tuple(s.steps), int(s.tokens), answer, correct)
 
 

@@ -11,11 +11,12 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.grading import extract_answer, grade
+from pipeline.grading import extract_answer
 from pipeline.records import NodeRecord, SearchResult
 from pipeline.search.protocol import Answer, Propose, Request, Score
 from pipeline.search.reflection import SEED_RANGE
 from pipeline.search.tree import END, Node, clip, to_records
+from pipeline.verify import Check, as_check
 
 Sub = Generator[list[Request], list[Answer], Any]
 
@@ -108,16 +109,16 @@ def make_outcome(
     chosen: Node,
     *,
     question_id: str,
-    gold: str | None,
+    gold: str | Check | None,
     end_gate: float,
     answer_prefix: str,
     **counters: Any,
 ) -> SearchOutcome:
-    """Records of a finished search; `counters` are SearchResult's counting fields."""
+    """Records of a finished search; `counters` are SearchResult's counting fields. `gold`: the gold
+    answer or the question's Check (pipeline.verify); None: correctness unknown."""
     answer = extract_answer(chosen.steps, answer_prefix) if chosen.steps else None
-    correct = None
-    if gold is not None:
-        correct = False if answer is None else grade(answer, gold).correct
+    check = as_check(gold)
+    correct = None if check is None else check(chosen.steps, answer)
     result = SearchResult(
         question_id=question_id,
         solution=chosen.steps,

@@ -11,8 +11,9 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pipeline.grading import extract_answer, grade, normalize_answer
+from pipeline.grading import extract_answer, normalize_answer
 from pipeline.records import NodeRecord
+from pipeline.verify import Check, as_check
 
 CONTINUE, END = "continue", "end"
 
@@ -122,17 +123,19 @@ def choose_answer(
 
 
 def to_records(
-    nodes: Iterable[Node], question_id: str, end_gate: float, answer_prefix: str, gold: str | None
+    nodes: Iterable[Node], question_id: str, end_gate: float, answer_prefix: str, gold: str | Check | None
 ) -> list[NodeRecord]:
-    """Export the tree; end leaves carry their extracted answer and, with a gold answer, its grade
-    (an end leaf without an answer is incorrect; an ungradable one stays None)."""
+    """Export the tree; end leaves carry their extracted answer and, with a gold answer or Check
+    (pipeline.verify), their verdict (an end leaf without an answer is incorrect; an ungradable one
+    stays None)."""
+    check = as_check(gold)
     records = []
     for n in nodes:
         end = is_end_leaf(n, end_gate)
         answer = extract_answer(n.steps, answer_prefix) if end else None
         correct = None
-        if end and gold is not None:
-            correct = False if answer is None else grade(answer, gold).correct
+        if end and check is not None:
+            correct = check(n.steps, answer)
         records.append(
             NodeRecord(
                 question_id=question_id,

@@ -40,6 +40,7 @@ MAX_VALUE = 999  # every intermediate result lies in [1, MAX_VALUE]
 OPS = ("+", "-", "*")
 ANSWER_PREFIX = "The answer is"
 SOURCE = "arith"
+CHARS = "0123456789+-*()=Q: \nTheanswri"  # every character of the task's text (tiny vocabulary)
 
 # ------------------------------------------------------------------------------------------ generation
 

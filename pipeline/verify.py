@@ -1,0 +1,49 @@
+"""Is a finished solution correct? One question for every task, answered per question.
+
+Most tasks have a gold final answer: a solution is correct when the answer it states grades equal to
+it (pipeline.grading). A task whose answer alone proves nothing has a verifier of the whole derivation
+instead: countdown's "The answer is 24" is right only after legal steps that make 24 from the given
+numbers (pipeline.tasks.countdown.verify). Search, value inference, trace selection, the baselines and
+evaluation all ask through a `Check`, so they treat both kinds alike.
+
+A Check is `check(steps, answer) -> True | False | None`: `steps` the solution's steps, `answer` the
+answer extracted from them (None: none stated, which is wrong); None means ungradable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pipeline.grading import DEFAULT_TIMEOUT, grade
+from pipeline.records import Question
+from pipeline.tasks import countdown
+
+Check = Callable[[Sequence[str], "str | None"], "bool | None"]
+
+# Question.source -> verifier(question, steps) of the tasks whose derivation must be checked
+TASK_VERIFIERS: dict[str, Callable[[Question, Sequence[str], str], bool]] = {
+    countdown.SOURCE: lambda q, steps, prefix: countdown.verify(q, list(steps), prefix),
+}
+
+
+def answer_check(gold: str, timeout: float = DEFAULT_TIMEOUT) -> Check:
+    """Correct when the stated answer grades equal to `gold` (no answer: wrong)."""
+    return lambda steps, answer: False if answer is None else grade(answer, gold, timeout).correct
+
+
+def as_check(gold: str | Check | None, timeout: float = DEFAULT_TIMEOUT) -> Check | None:
+    """A Check from a gold answer string, a Check itself, or None (no gold: nothing to check)."""
+    if gold is None or callable(gold):
+        return gold
+    return answer_check(gold, timeout)
+
+
+def solution_check(
+    question: Question, answer_prefix: str = "The answer is", timeout: float = DEFAULT_TIMEOUT
+) -> Check | None:
+    """The Check of `question`: its task's verifier (which reads the answer line by `answer_prefix`)
+    when it has one, else its gold answer's; None when neither exists."""
+    verifier = TASK_VERIFIERS.get(question.source)
+    if verifier is not None:
+        return lambda steps, answer: verifier(question, steps, answer_prefix)
+    return as_check(question.answer, timeout)

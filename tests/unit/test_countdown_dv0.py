@@ -1,0 +1,37 @@
+"""D_V0 for countdown: gold prefixes k/K, dead ends (the solver says the target is gone) below their
+parent, detours (still reachable) valued like an unfinished correct path; all targets re-derivable."""
+
+from __future__ import annotations
+
+from pipeline.tasks import countdown
+from pipeline.tasks.countdown_dv0 import build_dv0
+from pipeline.values import recompute_target
+
+
+def test_dv0_targets_follow_the_solver_and_the_value_formula():
+    questions = countdown.generate(40, [3, 4], seed=3)
+    examples = build_dv0(questions, seed=0, corruptions=2)
+    assert examples == build_dv0(questions, seed=0, corruptions=2)  # deterministic
+    by_id = {q.id: q for q in questions}
+    kinds = {"gold": 0, "dead": 0, "detour": 0, "error": 0}
+    for e in examples:
+        q = by_id[e.question_id]
+        assert 0.0 <= e.target <= 1.0 and abs(recompute_target(e) - e.target) < 1e-12
+        gold = tuple(q.solution)
+        if e.steps == gold[: len(e.steps)]:
+            kinds["gold"] += 1
+            assert e.r == 0 and abs(e.target - len(e.steps) / len(gold)) < 1e-9
+            continue
+        numbers, target = countdown.parse_question(q.content)
+        state = countdown.apply_steps(numbers, [s for s in e.steps if not s.startswith("The answer")])
+        if e.r == 0:  # a detour: every line legal and the target still reachable
+            kinds["detour"] += 1
+            assert state is not None and countdown.reachable(state, target) and e.target > e.parent_target
+        elif state is None:
+            kinds["error"] += 1  # an illegal line somewhere on the branch
+            assert e.target <= e.parent_target
+        else:
+            kinds["dead"] += 1
+            assert e.target <= e.parent_target
+            assert not countdown.reachable(state, target)  # a dead end stays dead down its run-out
+    assert all(kinds[k] > 0 for k in kinds), kinds
