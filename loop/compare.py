@@ -136,7 +136,7 @@ def train_orm(cfg: Any, samples_path: Path, train: list, prm_dir0: str, out: Pat
     examples = []
     for q in sorted(train, key=lambda q: q.id):
         rows = by_question.get(q.id, [])
-        check = solution_check(q, fmt.answer_prefix)
+        check = solution_check(q, fmt.answer_prefix, fallbacks=cfg.backbone.answer_fallbacks)
         examples += orm_examples(q, [(r.steps, r.tokens) for r in rows], check, fmt)
     info: dict[str, Any] = {"inputs": key, "examples": len(examples)}
     info["positives"] = sum(1 for e in examples if e.target == 1.0)
@@ -180,7 +180,7 @@ def verify(cfg: Any, pool: Any, heldout: list, out: Path, key: dict) -> None:
         mine = []
         for j, s in enumerate(group):
             answer = extract_answer(list(s.steps), prefix) if s.steps else None
-            check = solution_check(q, prefix)
+            check = solution_check(q, prefix, fallbacks=cfg.backbone.answer_fallbacks)
             correct = check(s.steps, answer) if check is not None else None
             mine.append(Candidate(answer, correct, prm[i], orm[i]))
             row = {"question_id": q.id, "sample": j, "steps": list(s.steps), "tokens": s.tokens}

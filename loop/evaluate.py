@@ -11,7 +11,12 @@
 
     {"round": k, "questions": N, "methods": {method: {"accuracy": float in [0, 1], "correct": int,
      "total": int, "ungradable": int (no answer extracted, or the grader could not decide),
-     "tokens_per_question": float, "seconds": float, "by_difficulty": {"2": accuracy, ...}}}}
+     "tokens_per_question": float, "seconds": float, "by_difficulty": {"2": accuracy, ...},
+     "answer_rules": {rule: count}}}}
+
+`answer_rules` counts how each question's answer was found: `prefix` (the backbone's answer line), a
+fallback of `backbone.answer_fallbacks` (boxed, hash, answer_line, math_verify, last_number), `vote`
+(self-consistency's majority) or `none`.
 
 `seconds` is the method's wall time; samples shared by `sc` and `bon` count in both.
 
@@ -41,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.sampling import Scored, sample_scored
-from pipeline.grading import extract_answer, grade
+from pipeline.grading import extract_answer, extract_answer_rule, grade
 from pipeline.records import Question
 from pipeline.search.seeding import derive_seed
 from pipeline.verify import solution_check
@@ -125,14 +130,14 @@ class _Evaluator:
         if key in self.done:
             return self.done[key]
         cfg, t0, extra = self.cfg, time.monotonic(), 0.0
-        prefix = cfg.backbone.answer_prefix
+        prefix, rules = cfg.backbone.answer_prefix, tuple(cfg.backbone.answer_fallbacks)
         if method == "cot":
             sols = self.pool.greedy(
                 [q.content for q in self.questions],
                 max_steps=cfg.eval.search.max_depth,
                 chunk=int(cfg.policy.max_batch_size),
             )
-            rows = [Answered.of(s.steps, s.tokens, prefix) for s in sols]
+            rows = [Answered.of(s.steps, s.tokens, prefix, rules) for s in sols]
         elif method in ("sc", "bon"):
             assert value is not None
             if value in self.samples:
@@ -142,7 +147,9 @@ class _Evaluator:
                 groups = sample_scored(self.pool, self.questions, cfg, value, seed)
                 self.samples[value] = (groups, time.monotonic() - t0)
             groups = self.samples[value][0]
-            rows = [_majority(g, prefix) if method == "sc" else _best(g, prefix) for g in groups]
+            rows = [
+                _majority(g, prefix, rules) if method == "sc" else _best(g, prefix, rules) for g in groups
+            ]
         elif method in SEARCH_METHODS:
             section, field = BUDGET_KNOBS[method].split(".")
             node = getattr(cfg.eval, section)
@@ -153,7 +160,7 @@ class _Evaluator:
         else:
             raise ValueError(f"unknown eval method {method!r}")
         seconds = time.monotonic() - t0 + extra
-        self.done[key] = _score(self.questions, rows, seconds, prefix)
+        self.done[key] = _score(self.questions, rows, seconds, prefix, rules)
         return self.done[key]
 
 
@@ -165,26 +172,31 @@ class Answered:
     steps: tuple[str, ...]
     tokens: int
     answer: str | None  # None: no answer found
+    rule: str = "none"  # how the answer was found: prefix, a fallback rule (pipeline.grading), vote, none
 
     @classmethod
-    def of(cls, steps: Sequence[str], tokens: int, answer_prefix: str) -> Answered:
-        return cls(tuple(steps), int(tokens), extract_answer(list(steps), answer_prefix))
+    def of(
+        cls, steps: Sequence[str], tokens: int, answer_prefix: str, fallbacks: Sequence[str] = ()
+    ) -> Answered:
+        answer, rule = extract_answer_rule(list(steps), answer_prefix, fallbacks)
+        return cls(tuple(steps), int(tokens), answer, rule)
 
 
-def _majority(group: list[Scored], answer_prefix: str) -> Answered:
+def _majority(group: list[Scored], answer_prefix: str, fallbacks: Sequence[str] = ()) -> Answered:
     """Most frequent extracted answer (ties: the first sample's order) with the first sample stating it
     (what a task verifier checks); tokens of all samples."""
-    answers = [extract_answer(list(s.steps), answer_prefix) for s in group]
+    answers = [extract_answer(list(s.steps), answer_prefix, fallbacks) for s in group]
     counts = Counter(a for a in answers if a is not None)
     winner = counts.most_common(1)[0][0] if counts else None
     steps = next((s.steps for s, a in zip(group, answers, strict=True) if a == winner), ())
-    return Answered(tuple(steps) if winner is not None else (), sum(s.tokens for s in group), winner)
+    steps = tuple(steps) if winner is not None else ()
+    return Answered(steps, sum(s.tokens for s in group), winner, "vote" if winner is not None else "none")
 
 
-def _best(group: list[Scored], answer_prefix: str) -> Answered:
+def _best(group: list[Scored], answer_prefix: str, fallbacks: Sequence[str] = ()) -> Answered:
     """The sample the PRM values highest (ties: the first); tokens of all samples."""
     best = max(group, key=lambda s: s.value)
-    return Answered.of(best.steps, sum(s.tokens for s in group), answer_prefix)
+    return Answered.of(best.steps, sum(s.tokens for s in group), answer_prefix, fallbacks)
 
 
 def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[Answered]:
@@ -206,17 +218,17 @@ def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[An
             for i, s in enumerate(range(0, len(questions), size))
         ]
         trees = {t.question_id: t.result for p in pool.run_shards(shards, search_cfg) for t in load_shard(p)}
-    prefix = cfg.backbone.answer_prefix
-    return [Answered.of(trees[q.id].solution, trees[q.id].generated_tokens, prefix) for q in questions]
+    prefix, rules = cfg.backbone.answer_prefix, tuple(cfg.backbone.answer_fallbacks)
+    return [Answered.of(trees[q.id].solution, trees[q.id].generated_tokens, prefix, rules) for q in questions]
 
 
 def _score(
-    questions: Sequence[Question], rows: list[Answered], seconds: float, prefix: str
+    questions: Sequence[Question], rows: list[Answered], seconds: float, prefix: str, rules: Sequence[str]
 ) -> dict[str, Any]:
     correct, ungradable, tokens = 0, 0, 0
     by_diff: dict[str, list[int]] = {}
     for q, row in zip(questions, rows, strict=True):
-        check = solution_check(q, prefix)
+        check = solution_check(q, prefix, fallbacks=rules)
         verdict = check(row.steps, row.answer) if check is not None else grade(row.answer, None).correct
         ungradable += row.answer is None or verdict is None
         correct += bool(verdict)
@@ -232,11 +244,16 @@ def _score(
         "tokens_per_question": tokens / n,
         "seconds": round(seconds, 2),
         "by_difficulty": {d: sum(v) / len(v) for d, v in sorted(by_diff.items(), key=lambda kv: int(kv[0]))},
+        "answer_rules": dict(sorted(Counter(row.rule for row in rows).items())),
     }
 
 
 def _line(r: dict[str, Any]) -> str:
-    return f"accuracy {100 * r['accuracy']:.1f}% ({r['correct']}/{r['total']}), ungradable {r['ungradable']}, {r['tokens_per_question']:.0f} tokens/question"
+    rules = ", ".join(f"{k} {v}" for k, v in r.get("answer_rules", {}).items())
+    return (
+        f"accuracy {100 * r['accuracy']:.1f}% ({r['correct']}/{r['total']}), ungradable {r['ungradable']}, "
+        f"{r['tokens_per_question']:.0f} tokens/question, answers by {rules or '-'}"
+    )
 
 
 def table(results: dict[str, Any]) -> str:

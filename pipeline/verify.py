@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pipeline.grading import DEFAULT_TIMEOUT, grade
+from pipeline.grading import DEFAULT_TIMEOUT, extract_answer, grade
 from pipeline.records import Question
 from pipeline.tasks import countdown
 
@@ -26,9 +26,22 @@ TASK_VERIFIERS: dict[str, Callable[[Question, Sequence[str], str], bool]] = {
 }
 
 
-def answer_check(gold: str, timeout: float = DEFAULT_TIMEOUT) -> Check:
-    """Correct when the stated answer grades equal to `gold` (no answer: wrong)."""
-    return lambda steps, answer: False if answer is None else grade(answer, gold, timeout).correct
+def answer_check(
+    gold: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    answer_prefix: str = "The answer is",
+    fallbacks: Sequence[str] = (),
+) -> Check:
+    """Correct when the stated answer grades equal to `gold` (no answer: wrong). With `fallbacks`
+    (pipeline.grading rules, e.g. `\\boxed{}`, `#### N`), a solution whose answer was not found by the
+    prefix is read again by those rules before it is judged."""
+
+    def check(steps: Sequence[str], answer: str | None) -> bool | None:
+        if answer is None and fallbacks:
+            answer = extract_answer(list(steps), answer_prefix, fallbacks)
+        return False if answer is None else grade(answer, gold, timeout).correct
+
+    return check
 
 
 def as_check(gold: str | Check | None, timeout: float = DEFAULT_TIMEOUT) -> Check | None:
@@ -39,11 +52,17 @@ def as_check(gold: str | Check | None, timeout: float = DEFAULT_TIMEOUT) -> Chec
 
 
 def solution_check(
-    question: Question, answer_prefix: str = "The answer is", timeout: float = DEFAULT_TIMEOUT
+    question: Question,
+    answer_prefix: str = "The answer is",
+    timeout: float = DEFAULT_TIMEOUT,
+    fallbacks: Sequence[str] = (),
 ) -> Check | None:
     """The Check of `question`: its task's verifier (which reads the answer line by `answer_prefix`)
-    when it has one, else its gold answer's; None when neither exists."""
+    when it has one, else its gold answer's (reading answers by `fallbacks` too, see answer_check);
+    None when neither exists."""
     verifier = TASK_VERIFIERS.get(question.source)
     if verifier is not None:
         return lambda steps, answer: verifier(question, steps, answer_prefix)
-    return as_check(question.answer, timeout)
+    if question.answer is None:
+        return None
+    return answer_check(question.answer, timeout, answer_prefix, tuple(fallbacks))

@@ -36,7 +36,12 @@ def select_rest_em_traces(cfg: DictConfig, run: RunDir, train: list[Question], k
     for q in sorted(train, key=lambda q: q.id):
         drawn = [(r.steps, r.tokens) for r in by_question.get(q.id, [])]
         sft += select_rest_em(
-            q, drawn, solution_check(q, fmt.answer_prefix), fmt, int(cfg.baselines.rest_em_top_k), tokenizer
+            q,
+            drawn,
+            solution_check(q, fmt.answer_prefix, fallbacks=cfg.backbone.answer_fallbacks),
+            fmt,
+            int(cfg.baselines.rest_em_top_k),
+            tokenizer,
         )
     sft = [
         SFTExample(e.question_id, e.prompt, e.solution, e.steps, e.value, f"rest_em_round_{k}") for e in sft

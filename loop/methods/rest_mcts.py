@@ -91,7 +91,9 @@ def infer_values(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
             if q.answer is None:
                 continue
             trace_ok = (lambda steps, q=q: check(q, steps)) if check else None
-            gold = solution_check(q, fmt.answer_prefix)  # the gold answer, or the task verifier
+            gold = solution_check(
+                q, fmt.answer_prefix, fallbacks=cfg.backbone.answer_fallbacks
+            )  # the gold answer, or the task verifier
             prm += prm_examples(tree.nodes, q.content, gold, fmt.answer_prefix)
             chosen = select_sft(
                 tree.nodes,

@@ -128,7 +128,7 @@ def collect(
     )
     rounds = max(map(len, groups), default=0)
     rows = [
-        _sample_row(q, j, g[j], fmt)
+        _sample_row(q, j, g[j], fmt, cfg.backbone.answer_fallbacks)
         for j in range(rounds)
         for q, g in zip(questions, groups, strict=True)
         if j < len(g)
@@ -158,9 +158,9 @@ def write(
     return [path], info
 
 
-def _sample_row(q: Question, j: int, s: Any, fmt: PromptFormat) -> SampleRecord:
-    answer = extract_answer(list(s.steps), fmt.answer_prefix) if s.steps else None
-    check = solution_check(q, fmt.answer_prefix)
+def _sample_row(q: Question, j: int, s: Any, fmt: PromptFormat, fallbacks: Sequence[str]) -> SampleRecord:
+    answer = extract_answer(list(s.steps), fmt.answer_prefix, fallbacks) if s.steps else None
+    check = solution_check(q, fmt.answer_prefix, fallbacks=fallbacks)
     correct = check(s.steps, answer) if check is not None else None
     return SampleRecord(q.id, j, tuple(s.steps), int(s.tokens), answer, correct)
 
