@@ -33,6 +33,11 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    from pipeline.progress import quiet_logs
+
+    # Libraries' progress bars and known-harmless warnings: hidden unless log_level=DEBUG; set before
+    # transformers and Ray start, so local Ray workers and actors inherit the environment it sets.
+    quiet_logs(cfg.log_level)
     if cfg.mode == "evaluate":
         from loop.evaluate import evaluate_main
 

@@ -67,12 +67,12 @@ def _iteration_section(out: Path, dirs: dict[str, Path], iteration: int) -> list
     evals = sorted({e for r in rows for e in r["results"]})
     lines.append("| method | round | " + " | ".join(evals) + " | source |")
     lines.append("|---" * (len(evals) + 3) + "|")
-    per_round: dict[int, dict[str, float]] = {}
+    per_round: dict[int, dict[str, dict[str, Any]]] = {}  # eval.json method entries: tokens in the legend
     for r in rows:
         accs = [_pct(r["results"].get(e, {}).get("accuracy")) for e in evals]
         lines.append(f"| {r['method']} | {r['round']} | " + " | ".join(accs) + f" | `{r['source']}` |")
         for e, res in r["results"].items():
-            per_round.setdefault(r["round"], {})[f"{r['method']}/{e}"] = res["accuracy"]
+            per_round.setdefault(r["round"], {})[f"{r['method']}/{e}"] = res
     from loop.plots import plot_accuracy
 
     plot_accuracy(per_round, out / "accuracy.png", title="held-out accuracy: training method / eval method")

@@ -5,11 +5,13 @@ Ray gauges (visible on the dashboard's metrics page / Prometheus) are created la
 `ray.is_initialized()`, so this module imports no Ray at import time.
 
 An optional experiment tracker (`loop.tracker.make_tracker(cfg.tracker, run_dir, config)`) passed as
-`MetricsLog(path, tracker=...)` receives every row written, as the same dict; `close()` closes it.
+`MetricsLog(path, tracker=...)` receives every row written, as the same dict; `close()` closes it (also
+at interpreter exit, for a run that stops before closing it); events after `close()` go to the file only.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import time
@@ -31,6 +33,8 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tracker = tracker
         self._ray_gauges: dict[str, Any] | None = None
+        if tracker is not None:  # a run that dies before its close() still finishes the tracker
+            atexit.register(self._close_at_exit)
 
     def event(self, event: str, round: int | None = None, **fields: Any) -> dict[str, Any]:
         row = {"event": event, "round": round, "time": round_time(), **fields}
@@ -42,9 +46,17 @@ class MetricsLog:
         return row
 
     def close(self) -> None:
-        """Close the tracker, if any (flush TensorBoard files, finish the wandb run)."""
+        """Close the tracker, if any (flush TensorBoard files, finish the wandb run). Safe twice."""
         if self.tracker is not None:
-            self.tracker.close()
+            tracker, self.tracker = self.tracker, None
+            atexit.unregister(self._close_at_exit)
+            tracker.close()
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except Exception as e:  # at exit, a tracker that cannot finish must not hide the run's own error
+            log.warning("closing the experiment tracker failed: %s: %s", type(e).__name__, e)
 
     @contextmanager
     def phase(self, name: str, round: int):

@@ -19,12 +19,15 @@ the reward margin (beta * log-ratio difference), steps, train_seconds, job_secon
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
+import sys
 from typing import Any
 
 from pipeline.baselines import PreferencePair
+from pipeline.progress import is_quiet
 from trainers.ds_config import build_ds_config, use_bf16
 from trainers.engine import replace_dir
 from trainers.job import run_training_job
@@ -38,6 +41,14 @@ def _head_tail(curve: list[float]) -> tuple[float | None, float | None]:
         return None, None
     k = max(1, len(curve) // 10)
     return sum(curve[:k]) / k, sum(curve[-k:]) / k
+
+
+def _checkpointing_args(config_cls: Any, enabled: bool) -> dict:
+    """TrainingArguments for activation (gradient) checkpointing, under the name this transformers has
+    (`activation_checkpointing` since 5.2x, `gradient_checkpointing` before)."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 def _dpo_args(cfg: Any, config: dict, ctx: Any, scratch: str) -> tuple[bool, Any]:
@@ -67,7 +78,7 @@ def _dpo_args(cfg: Any, config: dict, ctx: Any, scratch: str) -> tuple[bool, Any
         beta=config["beta"],
         max_length=cfg.max_length,
         bf16=use_bf16(cfg.bf16, bool(cfg.use_gpu)),
-        gradient_checkpointing=False,  # tiny models on CPU: recomputation only costs time
+        **_checkpointing_args(DPOConfig, bool(cfg.gradient_checkpointing)),  # the Trainer enables it
         use_cpu=not cfg.use_gpu,  # on CPU workers accelerate picks MULTI_CPU (DDP over gloo)
         deepspeed=ds,
         logging_steps=1,
@@ -78,14 +89,48 @@ def _dpo_args(cfg: Any, config: dict, ctx: Any, scratch: str) -> tuple[bool, Any
     )
 
 
+def _progress_callback(name: str) -> Any:
+    """Rank 0's progress line for the HF Trainer (`pipeline.progress.Progress`: done/total steps, rate,
+    ETA, loss), as `trainers.engine.fit` prints for SFT and the PRM; the total is the Trainer's max_steps."""
+    from transformers import TrainerCallback
+
+    from pipeline.progress import Progress
+
+    class ProgressCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar: Progress | None = None
+            self.losses: list[float] = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = Progress(name, int(state.max_steps), "steps", stream=sys.stderr, interval=15.0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+                self.bar.postfix["loss"] = round(self.losses[-1], 4)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.set(int(state.global_step))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                first, final = _head_tail(self.losses)
+                self.bar.close("no logged loss" if first is None else f"loss {first:.4g} -> {final:.4g}")
+
+    return ProgressCallback()
+
+
 def dpo_worker(config: dict) -> None:
     """Ray Train worker loop (also called in-process): DPO, rank 0 saves `out_dir` and the metrics."""
     import torch
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import DPOTrainer
 
     ctx = worker_context(config)
+    if is_quiet():  # TRL maps the pairs through `datasets` (tokenize, truncate): one bar per map
+        disable_progress_bars()
     cfg = train_config(config)
     torch.manual_seed(cfg.seed)
     remote = config["trust_remote_code"]
@@ -93,6 +138,8 @@ def dpo_worker(config: dict) -> None:
     model = AutoModelForCausalLM.from_pretrained(
         config["base_dir"], dtype=torch.float32, trust_remote_code=remote, use_safetensors=True
     )
+    if cfg.gradient_checkpointing:  # the Trainer turns it on (DPOConfig); the KV cache cannot be used with it
+        model.config.use_cache = False
     peft_config = None
     if cfg.lora.enabled:
         from peft import LoraConfig
@@ -116,6 +163,8 @@ def dpo_worker(config: dict) -> None:
         peft_config=peft_config,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every step's log dict; the metrics file keeps them
+    if ctx.rank == 0:
+        trainer.add_callback(_progress_callback(config["name"]))
     output = trainer.train()
 
     tmp = f"{out_dir}.tmp-{os.getpid()}"

@@ -8,10 +8,13 @@ of micro-steps, which the collectives of DeepSpeed need.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import math
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,10 +22,14 @@ from typing import Any
 
 import torch
 
+from pipeline.progress import Progress, is_quiet
 from trainers.ds_config import build_ds_config, warmup_steps
 from trainers.worker import WorkerContext, report
 
+log = logging.getLogger(__name__)
+
 REPORT_MIN_STEPS = 100
+PROGRESS_INTERVAL_S = 15.0  # a plain progress line at most this often off a terminal
 # Optimizer steps left out of the steady-state rate (first-step allocations, DeepSpeed's lazy set-up).
 STEADY_AFTER_STEPS = 2
 
@@ -112,12 +119,59 @@ def build_engine(module: torch.nn.Module, cfg: Any, ctx: WorkerContext, total_st
     import deepspeed
 
     ds_config = build_ds_config(cfg, world_size=ctx.world_size, total_steps=total_steps)
-    engine, *_ = deepspeed.initialize(
-        model=module,
-        config=ds_config,
-        model_parameters=[p for p in module.parameters() if p.requires_grad],
-    )
+    with _captured_stdout("deepspeed.initialize"):  # it prints "... shm_comm_op built successfully"
+        engine, *_ = deepspeed.initialize(
+            model=module,
+            config=ds_config,
+            model_parameters=[p for p in module.parameters() if p.requires_grad],
+        )
     return engine
+
+
+@contextlib.contextmanager
+def _captured_stdout(what: str):
+    """While quiet (`pipeline.progress.quiet_logs`), what `print` writes inside goes to the DEBUG log
+    (to the WARNING log when the block fails); otherwise nothing changes.
+
+    In a Ray Train worker `print` is patched to log on the root logger at INFO (Ray Train's
+    RAY_TRAIN_ENABLE_PRINT_PATCH), so a filter on the root logger itself catches those records: a
+    logger's filters see only what is logged on it, not what other loggers propagate to its handlers.
+    """
+    if not is_quiet():
+        yield
+        return
+    buffer = io.StringIO()
+    printed = _PrintedFilter()
+    root = logging.getLogger()
+    root.addFilter(printed)
+    failed = False
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        root.removeFilter(printed)
+        lines = buffer.getvalue().splitlines()
+        lines += [m for m in printed.messages if m not in lines]
+        text = "\n".join(line for line in lines if line.strip())
+        if text:
+            log.log(logging.WARNING if failed else logging.DEBUG, "%s printed:\n%s", what, text)
+
+
+class _PrintedFilter(logging.Filter):
+    """Holds back the INFO-and-below records logged on the root logger itself (patched prints)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        self.messages.append(record.getMessage())
+        return False
 
 
 @contextlib.contextmanager
@@ -169,23 +223,28 @@ def fit(
     result = LoopResult()
     gas = cfg.gradient_accumulation_steps
     # Each ray.train.report costs ~2 s here (Ray Train V2 syncs the ranks): a few per job, plus the last.
-    if ctx.in_ray:
-        report_every = max(REPORT_MIN_STEPS, math.ceil(plan.optimizer_steps / 5))
-    else:
-        report_every = max(1, plan.optimizer_steps // 20)  # a log line only
+    # It prints nothing (trainers.worker.quiet_worker_logs); the progress line below is what people see.
+    report_every = max(REPORT_MIN_STEPS, math.ceil(plan.optimizer_steps / 5))
+    # Rank 0 only: a live bar on a terminal, else a plain line every PROGRESS_INTERVAL_S with
+    # done/total steps, rate and ETA; one summary line at the end.
+    bar = None
+    if ctx.rank == 0:
+        bar = Progress(name, plan.optimizer_steps, "steps", stream=sys.stderr, interval=PROGRESS_INTERVAL_S)
     engine.train()
     result.started_at = time.time()
     start = time.perf_counter()
     steady_start, steady_cpu0, steady_tokens0 = 0.0, 0.0, 0
     window: list[float] = []
-    for i, chunk in enumerate(micro_batches(examples, cfg, ctx, plan)):
-        batch = collate(chunk)
-        loss = loss_fn(engine, batch)
-        engine.backward(loss)
-        engine.step()
-        window.append(float(loss.detach()))
-        result.tokens += int(batch["attention_mask"].sum())
-        if (i + 1) % gas == 0:
+    try:
+        for i, chunk in enumerate(micro_batches(examples, cfg, ctx, plan)):
+            batch = collate(chunk)
+            loss = loss_fn(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            window.append(float(loss.detach()))
+            result.tokens += int(batch["attention_mask"].sum())
+            if (i + 1) % gas:
+                continue
             (step_loss,) = mean_over_ranks([sum(window) / len(window)], ctx)
             window = []
             result.losses.append(step_loss)
@@ -197,15 +256,33 @@ def fit(
                 result.steady_seconds = now - steady_start
                 result.steady_cpu_seconds = cpu - steady_cpu0
                 result.steady_tokens = result.tokens - steady_tokens0
-            if result.steps % report_every == 0 or result.steps == plan.optimizer_steps:
+            if bar is not None:
+                bar.update(1, loss=step_loss)
+            if ctx.in_ray and (result.steps % report_every == 0 or result.steps == plan.optimizer_steps):
                 elapsed = round(time.perf_counter() - start, 1)
                 report(ctx, {"job": name, "step": result.steps, "loss": step_loss, "seconds": elapsed})
+    except BaseException:
+        if bar is not None:
+            bar.close(failed=True)
+        raise
     result.seconds = time.perf_counter() - start
+    if bar is not None:
+        first, final = head_tail(result.losses)
+        bar.close("no optimizer step" if first is None else f"loss {first:.4g} -> {final:.4g}")
     sums = [float(result.tokens), float(result.steady_tokens), result.steady_cpu_seconds]
     tokens, steady, cpu = (v * ctx.world_size for v in mean_over_ranks(sums, ctx))
     result.tokens, result.steady_tokens = int(round(tokens)), int(round(steady))
     result.steady_cpu_seconds = cpu
     return result
+
+
+def head_tail(losses: list[float]) -> tuple[float | None, float | None]:
+    """(mean of the first 10%, mean of the last 10%) of a loss curve, at least one step each; (None,
+    None) for an empty curve. The job metrics' first_loss/final_loss and the progress summary."""
+    if not losses:
+        return None, None
+    k = max(1, len(losses) // 10)
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k
 
 
 def summary(result: LoopResult, plan: Plan, n_examples: int, ctx: WorkerContext) -> dict:
@@ -220,12 +297,11 @@ def summary(result: LoopResult, plan: Plan, n_examples: int, ctx: WorkerContext)
         steady = (result.steady_tokens, result.steady_seconds, result.steps - STEADY_AFTER_STEPS)
     else:  # too short for a steady state: the whole loop
         steady = (result.tokens, result.seconds, result.steps)
-    tail = result.losses[-max(1, len(result.losses) // 10) :]
-    head = result.losses[: max(1, len(result.losses) // 10)]
+    first, final = head_tail(result.losses)
     return {
         "loss_curve": result.losses,
-        "first_loss": sum(head) / len(head),
-        "final_loss": sum(tail) / len(tail),
+        "first_loss": first,
+        "final_loss": final,
         "steps": result.steps,
         "micro_steps_per_epoch": plan.micro_per_epoch,
         "examples": n_examples,
@@ -240,6 +316,22 @@ def summary(result: LoopResult, plan: Plan, n_examples: int, ctx: WorkerContext)
         "world_size": ctx.world_size,
         "engine": "deepspeed" if ctx.distributed else "torch",
     }
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """`TrainConfig.gradient_checkpointing`: recompute each layer's activations in the backward pass
+    (less memory, ~30% more compute). On an HF model (the policy, or a PRM's backbone), before LoRA and
+    before the engine is built; the KV cache is off (it cannot be used while recomputing). Non-reentrant
+    checkpointing, so gradients reach LoRA adapters and a value head whatever needs grad upstream."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x: the new name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise TypeError(f"gradient_checkpointing needs a transformers model, not {type(model).__name__}")
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False
 
 
 def apply_lora(module: torch.nn.Module, lora: Any, task_type: str) -> torch.nn.Module:

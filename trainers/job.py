@@ -12,6 +12,7 @@ writes `metrics.json` to the path the launcher put in `loop_config["metrics_path
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from conf.schema import TrainConfig
+from pipeline.progress import log_level
 from trainers.worker import write_metrics
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,12 @@ def run_training_job(
     metrics_path = os.path.join(job_dir, "metrics.json")
     if os.path.exists(metrics_path):
         os.remove(metrics_path)
-    config = dict(loop_config, metrics_path=metrics_path, train_cfg=as_train_config(train_cfg))
+    config = dict(
+        loop_config,
+        metrics_path=metrics_path,
+        train_cfg=as_train_config(train_cfg),
+        _log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),  # the workers follow it
+    )
     start = time.perf_counter()
     if train_cfg.num_workers == 0:
         import torch
@@ -88,9 +95,10 @@ def _fit_with_ray_train(loop_fn: Callable, config: dict, train_cfg: Any, name: s
             f"training job {name!r} needs Ray: the driver starts it (ray.init() or run.py) before training; "
             "for a single-process job without Ray Train set train num_workers=0"
         )
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    quiet = log_level(config["_log_level"]) > logging.DEBUG
     trainer = TorchTrainer(
         train_loop_per_worker=loop_fn,
         train_loop_config=dict(config, _ray_train=True),
@@ -99,6 +107,38 @@ def _fit_with_ray_train(loop_fn: Callable, config: dict, train_cfg: Any, name: s
             use_gpu=bool(train_cfg.use_gpu),
             resources_per_worker={"CPU": float(train_cfg.cpus_per_worker)},
         ),
-        run_config=RunConfig(name=name, storage_path=storage_dir),
+        # Ray Train's own `ray.train.*` INFO lines (resources requested, worker group started, process
+        # group set up: ~6 per job) only at DEBUG.
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_dir,
+            logging_config=LoggingConfig(log_level="WARNING" if quiet else "INFO"),
+        ),
     )
-    trainer.fit()
+    with _no_preemption_watcher(quiet and _single_node(ray)):
+        trainer.fit()
+
+
+@contextlib.contextmanager
+def _no_preemption_watcher(enabled: bool):
+    """Ray Train's preemption watcher actor makes Ray core log an ERROR line per job ("Actor with class
+    name: 'PreemptionWatcher' ... has constructor arguments in the object store and max_restarts > 0").
+    On a one-node cluster there is no other node to be preempted: off there (while quiet), unless the
+    user set RAY_TRAIN_ENABLE_PREEMPTION_WATCHER. Ray Train copies the variable to its controller when
+    `fit()` starts it."""
+    key = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+    if not enabled or key in os.environ:
+        yield
+        return
+    os.environ[key] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+def _single_node(ray: Any) -> bool:
+    try:
+        return sum(1 for node in ray.nodes() if node.get("Alive")) == 1
+    except Exception:  # the state API is optional here: keep Ray's default
+        return False

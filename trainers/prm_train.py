@@ -23,6 +23,7 @@ from pipeline.records import PRMExample, from_dict, to_dict
 from trainers.engine import (
     apply_lora,
     build_engine,
+    enable_gradient_checkpointing,
     fit,
     full_parameters,
     make_plan,
@@ -122,10 +123,13 @@ def prm_worker(config: dict) -> None:
     model, tokenizer = load_prm(
         config["base_dir"], trust_remote_code=config["trust_remote_code"], head=config["head"]
     )
-    if cfg.freeze_backbone:
+    if cfg.freeze_backbone:  # no gradient goes through it: nothing to recompute (checkpointing skipped)
         model.backbone.requires_grad_(False)
-    elif cfg.lora.enabled:
-        model.backbone = apply_lora(model.backbone, cfg.lora, task_type="FEATURE_EXTRACTION")
+    else:
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model.backbone)
+        if cfg.lora.enabled:
+            model.backbone = apply_lora(model.backbone, cfg.lora, task_type="FEATURE_EXTRACTION")
     examples = [from_dict(PRMExample, d) for d in config["examples"]]
     train, held = split_heldout(examples, cfg.eval_fraction, cfg.seed)
 

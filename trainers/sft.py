@@ -16,6 +16,7 @@ from pipeline.records import SFTExample
 from trainers.engine import (
     apply_lora,
     build_engine,
+    enable_gradient_checkpointing,
     fit,
     full_parameters,
     make_plan,
@@ -73,6 +74,8 @@ def sft_worker(config: dict) -> None:
     model = AutoModelForCausalLM.from_pretrained(
         config["base_dir"], dtype=torch.float32, trust_remote_code=remote, use_safetensors=True
     )
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora, task_type="CAUSAL_LM")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)

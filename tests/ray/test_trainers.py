@@ -166,5 +166,5 @@ def test_round0_warm_start_and_initial_prm_are_cached(tmp_path):
     assert ensure_warm_start(cfg.backbone, cfg.task, cache, seed=0) == policy
     assert ensure_initial_prm(cfg.backbone, cfg.task, cache, seed=0) == prm
     assert (tmp_path / "cache").stat().st_mtime_ns == mtime  # nothing rebuilt
-    with pytest.raises(ValueError, match="task=arith"):
+    with pytest.raises(ValueError, match=r"built-in task \(arith, countdown\), not task=file"):
         ensure_warm_start(cfg.backbone, SimpleNamespace(name="file"), cache, seed=0)
