@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from pipeline.progress import Progress, is_quiet
-from trainers.ds_config import build_ds_config, warmup_steps
+from trainers.ds_config import build_ds_config, use_bf16, warmup_steps
 from trainers.worker import WorkerContext, report
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,15 @@ class TorchEngine:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.cfg = cfg
         self.micro = 0
+        # bf16 (`auto`: on GPU; `true` also on CPU): forward under autocast, weights and AdamW in fp32
+        self.device_type = next(module.parameters()).device.type
+        self.bf16 = use_bf16(cfg.bf16, self.device_type == "cuda")
 
     def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        if not self.bf16:
+            return self.module(*args, **kwargs)
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.module(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.cfg.gradient_accumulation_steps).backward()
