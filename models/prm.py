@@ -11,6 +11,10 @@ Project choice (docs/ALGORITHM.md, "The PRM"). Two heads, named in `prm_config.j
   arith backbone these four numbers rank right above wrong sibling steps 92-96% of the time, where the
   hidden state alone gave a linear probe 57-59% (docs/CALIBRATION.md). The log-probabilities stay in
   the graph, so value regression also sharpens the LM towards telling right steps from wrong ones.
+  The log-probabilities are computed without a full-vocabulary tensor for the whole batch: the backbone
+  runs without its LM head (`logits_to_keep`), and the LM head is applied to the final hidden states of
+  the positions that predict a solution token only, a chunk of at most `LOGPROB_CHUNK_ELEMENTS // vocab`
+  rows at a time, keeping one number per position (`chunked_token_logprobs`).
 A PRM directory is a plain HF model directory (safetensors) plus `value_head.safetensors` and
 `prm_config.json`; a directory without the head (a base LM) loads as an untrained PRM whose head kind
 is the caller's (`head=`) and whose weights come from a fixed seed.
@@ -18,8 +22,10 @@ is the caller's (`head=`) and whose weights come from a fixed seed.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,10 @@ LIKELIHOOD_FEATURES = ("solution_min", "solution_mean", "last_step_min", "last_s
 LOGPROB_FLOOR = -20.0  # token log-probabilities are clamped here,
 LOGPROB_SCALE = 10.0  # then divided by this: features in [-2, 0]
 MLP_WIDTH = 64
+# Logits alive at once when the likelihood head reads log-probabilities: rows per chunk =
+# this // vocabulary size (2**24: 512 rows of a 32k vocabulary, 110 of a 152k one; about 3 such tensors
+# exist at the peak: the LM head's output, its float copy, logsumexp's temporary).
+LOGPROB_CHUNK_ELEMENTS = 1 << 24
 SAVED_NAMES = {"linear": "linear_sigmoid", "likelihood": "likelihood_mlp"}  # head kind -> prm_config "head"
 
 
@@ -58,6 +68,10 @@ class ValueHeadModel(nn.Module):
         if head == "likelihood":
             if not self._has_lm_head:
                 raise ValueError("the likelihood PRM head needs a backbone with its LM head")
+            # Models whose forward takes `logits_to_keep` skip their own full-vocabulary LM head call;
+            # others (remote code) still compute logits, which are then read chunk by chunk.
+            params = inspect.signature(backbone.forward).parameters
+            self._skip_logits = "logits_to_keep" in params
             width = hidden_size + len(LIKELIHOOD_FEATURES)
             self.value_head: nn.Module = nn.Sequential(
                 nn.Linear(width, MLP_WIDTH), nn.GELU(), nn.Linear(MLP_WIDTH, 1)
@@ -90,22 +104,36 @@ class ValueHeadModel(nn.Module):
         solution_mask: torch.Tensor | None = None,
         last_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        likelihood = self.head_kind == "likelihood"
+        extra = {}
+        if likelihood and self._skip_logits:  # an empty position index: the LM head sees (B, 0, H)
+            extra["logits_to_keep"] = torch.zeros(0, dtype=torch.long, device=input_ids.device)
         out = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             use_cache=False,
             output_hidden_states=self._has_lm_head,
+            **extra,
         )
+        # For a *ForCausalLM, hidden_states[-1] is the final (normed) hidden state, the LM head's input.
         hidden = out.hidden_states[-1] if self._has_lm_head else out.last_hidden_state
         last = last_real_index(attention_mask)
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         head_dtype = self._out_layer().weight.dtype
         features = picked.to(head_dtype)
-        if self.head_kind == "likelihood":
+        if likelihood:
             real = attention_mask.bool()
             sol = real if solution_mask is None else real & solution_mask.bool()
+            # a token counts only after a real token: without masks and left padding, the first real
+            # token would otherwise be read from a padding position (then the padding side mattered)
+            sol = sol & torch.nn.functional.pad(real[:, :-1], (1, 0), value=False)
             tail = sol if last_mask is None else sol & last_mask.bool()
-            stats = likelihood_features(out.logits, input_ids, sol, tail)
+            if self._skip_logits:
+                stats = hidden_likelihood_features(
+                    hidden, self.backbone.get_output_embeddings(), input_ids, sol, tail
+                )
+            else:
+                stats = likelihood_features(out.logits, input_ids, sol, tail)
             features = torch.cat([features, stats.to(head_dtype)], dim=-1)
         logits = self.value_head(features).squeeze(-1)
         return torch.sigmoid(logits.float())
@@ -117,16 +145,123 @@ def likelihood_features(
     """(B, 4): min and mean scaled log-probability of the solution's tokens and of the last step's.
 
     Token t's log-probability is read from position t - 1's logits (the first token has none); a
-    row without such tokens gets 0 (certain) for that pair of features.
+    row without such tokens gets 0 (certain) for that pair of features. `logits` (B, T, V) are read
+    (and upcast to float) a chunk of positions at a time, at the solution's positions only (in one
+    piece when gradients flow into `logits`: each chunk's backward would allocate all of them).
     """
-    shifted = logits[:, :-1].float()  # one float copy; no second vocabulary-sized tensor for log_softmax
-    token_lp = shifted.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(shifted, dim=-1)
+    needed = (solution | last_step)[:, 1:]
+    rows, cols = needed.nonzero(as_tuple=True)
+    whole = torch.is_grad_enabled() and logits.requires_grad
+    lp = chunked_token_logprobs(
+        lambda lo, hi: logits[rows[lo:hi], cols[lo:hi]],
+        input_ids[:, 1:][needed],
+        logits.shape[-1],
+        chunk_elements=max(1, int(rows.numel())) * logits.shape[-1] if whole else None,
+    )
+    return pool_token_logprobs(scatter_positions(lp, needed), solution, last_step)
+
+
+def hidden_likelihood_features(
+    hidden: torch.Tensor,
+    lm_head: nn.Module,
+    input_ids: torch.Tensor,
+    solution: torch.Tensor,
+    last_step: torch.Tensor,
+    chunk_elements: int | None = None,
+) -> torch.Tensor:
+    """`likelihood_features` of `lm_head(hidden)` without the (B, T, V) logits: the LM head runs on the
+    final hidden states (B, T, H) of the positions that predict a solution token, at most
+    `chunk_elements // V` rows per call (default `LOGPROB_CHUNK_ELEMENTS`).
+
+    With gradients on, each chunk is checkpointed: its logits are recomputed in the backward pass
+    rather than kept, so training holds one chunk's logits at a time too. Under ZeRO-3 (a partitioned
+    LM head, several ranks) the number of LM head calls is made equal across ranks (empty chunks),
+    since every call gathers the head's weights collectively.
+    """
+    needed = (solution | last_step)[:, 1:]
+    states = hidden[:, :-1][needed]  # (N, H)
+    vocab = int(getattr(lm_head, "out_features", 0) or lm_head.weight.shape[0])
+    track = torch.is_grad_enabled() and (
+        states.requires_grad or any(p.requires_grad for p in lm_head.parameters())
+    )
+    lp = chunked_token_logprobs(
+        lambda lo, hi: lm_head(states[lo:hi]),
+        input_ids[:, 1:][needed],
+        vocab,
+        chunk_elements=chunk_elements,
+        checkpoint=track,
+        min_chunks=_zero3_chunks(lm_head, states),
+    )
+    return pool_token_logprobs(scatter_positions(lp, needed), solution, last_step)
+
+
+def chunked_token_logprobs(
+    logits_of: Callable[[int, int], torch.Tensor],
+    targets: torch.Tensor,
+    vocab: int,
+    chunk_elements: int | None = None,
+    checkpoint: bool = False,
+    min_chunks: Callable[[int], int] | None = None,
+) -> torch.Tensor:
+    """(N,) float log-probabilities `logit[target] - logsumexp(logits)` of N rows, where
+    `logits_of(lo, hi)` gives rows lo..hi-1 as (hi - lo, V) logits (any float dtype; upcast per chunk).
+    Chunks hold at most `max(1, chunk_elements // V)` rows."""
+    n = int(targets.shape[0])
+    rows = max(1, int(chunk_elements or LOGPROB_CHUNK_ELEMENTS) // max(1, vocab))
+    chunks = -(-n // rows)
+    if min_chunks is not None:
+        chunks = min_chunks(chunks)
+    parts = []
+    for k in range(chunks):
+        lo, hi = min(k * rows, n), min((k + 1) * rows, n)
+
+        def one(tgt: torch.Tensor, lo: int = lo, hi: int = hi) -> torch.Tensor:
+            logits = logits_of(lo, hi).float()
+            return logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+        if checkpoint:
+            from torch.utils.checkpoint import checkpoint as ckpt
+
+            parts.append(ckpt(one, targets[lo:hi], use_reentrant=False))
+        else:
+            parts.append(one(targets[lo:hi]))
+    if not parts:
+        return torch.zeros(0, dtype=torch.float32, device=targets.device)
+    return torch.cat(parts)
+
+
+def scatter_positions(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A float tensor shaped like `mask` holding `values` (row-major order) where `mask` is True, else 0."""
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    return out.masked_scatter(mask, values.float())
+
+
+def pool_token_logprobs(
+    token_lp: torch.Tensor, solution: torch.Tensor, last_step: torch.Tensor
+) -> torch.Tensor:
+    """(B, 4) features from (B, T - 1) token log-probabilities (token t + 1's at column t)."""
     token_lp = token_lp.clamp(min=LOGPROB_FLOOR) / LOGPROB_SCALE  # in [-2, 0]
     cols = []
     for mask in (solution[:, 1:], last_step[:, 1:]):
         masked = torch.where(mask, token_lp, torch.zeros_like(token_lp))  # values <= 0: 0 is neutral
         cols += [masked.amin(dim=1), masked.sum(dim=1) / mask.sum(dim=1).clamp(min=1)]
     return torch.stack(cols, dim=1)
+
+
+def _zero3_chunks(lm_head: nn.Module, like: torch.Tensor) -> Callable[[int], int] | None:
+    """Under ZeRO-3 with several ranks: the largest chunk count over the ranks (None otherwise)."""
+    if not any(hasattr(p, "ds_id") for p in lm_head.parameters()):
+        return None
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+
+    def synced(chunks: int) -> int:
+        count = torch.tensor([chunks], dtype=torch.long, device=like.device)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        return int(count.item())
+
+    return synced
 
 
 def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:

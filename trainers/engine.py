@@ -119,8 +119,11 @@ class TorchEngine:
 
 
 def build_engine(module: torch.nn.Module, cfg: Any, ctx: WorkerContext, total_steps: int):
-    """A DeepSpeed engine inside Ray Train, a `TorchEngine` in-process. Both: engine(...), backward, step."""
+    """A DeepSpeed engine inside Ray Train, a `TorchEngine` in-process. Both: engine(...), backward, step.
+    With `use_gpu` the in-process module moves to the GPU (DeepSpeed places its own)."""
     if not ctx.distributed:
+        if cfg.use_gpu and torch.cuda.is_available():
+            module = module.to("cuda")
         return TorchEngine(module, cfg, total_steps)
     import deepspeed
 
@@ -132,6 +135,14 @@ def build_engine(module: torch.nn.Module, cfg: Any, ctx: WorkerContext, total_st
             model_parameters=[p for p in module.parameters() if p.requires_grad],
         )
     return engine
+
+
+def engine_device(engine: Any) -> torch.device:
+    """Where the engine's parameters live (DeepSpeed engines say so; else the module's first parameter)."""
+    device = getattr(engine, "device", None)
+    if isinstance(device, torch.device | str):
+        return torch.device(device)
+    return next(engine.module.parameters()).device
 
 
 @contextlib.contextmanager
@@ -242,8 +253,9 @@ def fit(
     steady_start, steady_cpu0, steady_tokens0 = 0.0, 0.0, 0
     window: list[float] = []
     try:
+        device = engine_device(engine)
         for i, chunk in enumerate(micro_batches(examples, cfg, ctx, plan)):
-            batch = collate(chunk)
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collate(chunk).items()}
             loss = loss_fn(engine, batch)
             engine.backward(loss)
             engine.step()

@@ -153,3 +153,159 @@ def test_likelihood_head_padding_independent_and_round_trips(base_dir, tmp_path)
 def test_unknown_head_is_refused(base_dir):
     with pytest.raises(ValueError, match="unknown PRM head"):
         load_prm(base_dir, head="nope")
+
+
+# ------------------------------------------- the likelihood head's log-probabilities, chunk by chunk
+
+
+def _reference_features(logits, input_ids, solution, last_step):
+    """The implementation before chunking: one float copy of all (B, T - 1, V) logits."""
+    shifted = logits[:, :-1].float()
+    token_lp = shifted.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(shifted, dim=-1)
+    token_lp = token_lp.clamp(min=-20.0) / 10.0
+    cols = []
+    for mask in (solution[:, 1:], last_step[:, 1:]):
+        masked = torch.where(mask, token_lp, torch.zeros_like(token_lp))
+        cols += [masked.amin(dim=1), masked.sum(dim=1) / mask.sum(dim=1).clamp(min=1)]
+    return torch.stack(cols, dim=1)
+
+
+def _reference_forward(model, enc):
+    """ValueHeadModel.forward before chunking: the backbone's full logits, then `_reference_features`."""
+    out = model.backbone(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        use_cache=False,
+        output_hidden_states=True,
+    )
+    hidden = out.hidden_states[-1]
+    picked = hidden[torch.arange(hidden.shape[0]), last_real_index(enc["attention_mask"])]
+    real = enc["attention_mask"].bool()
+    sol = real & enc["solution_mask"].bool()
+    tail = sol & enc["last_mask"].bool()
+    stats = _reference_features(out.logits, enc["input_ids"], sol, tail)
+    return torch.sigmoid(model.value_head(torch.cat([picked, stats], dim=-1)).squeeze(-1).float())
+
+
+class RecordingHead(torch.nn.Module):
+    """Wraps an LM head and records the number of rows (positions) of every call."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head, self.out_features, self.rows = head, head.out_features, []
+
+    @property
+    def weight(self):
+        return self.head.weight
+
+    def forward(self, x):
+        self.rows.append(x.numel() // x.shape[-1])
+        return self.head(x)
+
+
+def _likelihood_model(base_dir):
+    model, tok = load_prm(base_dir, head="likelihood")
+    with torch.no_grad():
+        model.value_head[-1].bias.fill_(0.3)
+        model.value_head[-1].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    return model, tok
+
+
+def _many_inputs() -> list[PRMText]:
+    qs = ["((9*9)-30)-16", "1+2", "7*8-3", "(4+4)*(6-1)"]
+    return [FMT.prm_text(q, s) for q in qs for s in STEPS]
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 1, 7])
+def test_chunked_likelihood_head_matches_the_full_logits_implementation(base_dir, monkeypatch, chunk_rows):
+    import models.prm as prm
+
+    model, tok = _likelihood_model(base_dir)
+    vocab = model.backbone.get_output_embeddings().out_features
+    if chunk_rows is not None:
+        monkeypatch.setattr(prm, "LOGPROB_CHUNK_ELEMENTS", chunk_rows * vocab)
+    items = _many_inputs()
+    for side in ("left", "right"):
+        tok.padding_side = side
+        enc = encode(tok, items, max_length=256)
+        with torch.no_grad():
+            new = model(**enc)
+            ref = _reference_forward(model, enc)
+            out = model.backbone(
+                **{k: enc[k] for k in ("input_ids", "attention_mask")}, output_hidden_states=True
+            )
+            sol, tail = enc["solution_mask"].bool(), enc["last_mask"].bool()
+            got = prm.hidden_likelihood_features(
+                out.hidden_states[-1], model.backbone.get_output_embeddings(), enc["input_ids"], sol, tail
+            )
+            want = _reference_features(out.logits, enc["input_ids"], sol, tail)
+            logits_path = prm.likelihood_features(out.logits, enc["input_ids"], sol, tail)
+        assert (got - want).abs().max().item() <= 1e-6
+        assert (logits_path - want).abs().max().item() <= 1e-6
+        assert (new - ref).abs().max().item() <= 1e-6
+        assert got.abs().sum() > 0  # real features, not all-zero
+    if chunk_rows != 1:
+        return
+    # batched == one at a time, and the padding side does not matter, with one-row chunks too
+    scores = {}
+    for side in ("left", "right"):
+        tok.padding_side = side
+        scores[side] = score_texts(model, tok, items, max_length=256, batch_size=5)
+    single = [score_texts(model, tok, [t], max_length=256, batch_size=1)[0] for t in items]
+    assert scores["left"] == pytest.approx(scores["right"], abs=1e-6)
+    assert scores["right"] == pytest.approx(single, abs=1e-6)
+
+
+def test_lm_head_sees_at_most_a_chunk_of_positions(base_dir, monkeypatch):
+    import models.prm as prm
+
+    model, tok = _likelihood_model(base_dir)
+    items = _many_inputs()
+    before = score_texts(model, tok, items, max_length=256, batch_size=8)
+    head = RecordingHead(model.backbone.get_output_embeddings())
+    model.backbone.set_output_embeddings(head)
+    vocab = head.out_features
+    monkeypatch.setattr(prm, "LOGPROB_CHUNK_ELEMENTS", 6 * vocab + vocab // 2)  # 6 rows per chunk
+    after = score_texts(model, tok, items, max_length=256, batch_size=8)
+    assert after == pytest.approx(before, abs=1e-6)
+    # the backbone's own LM head call gets no position (logits_to_keep=[]); every other call <= 6 rows
+    forwards = -(-len(items) // 8)
+    assert head.rows.count(0) >= forwards
+    assert max(head.rows) == 6
+    # exactly the positions that predict a solution token, each once
+    solution_tokens = 0
+    for start in range(0, len(items), 8):
+        enc = encode(tok, items[start : start + 8], max_length=256)
+        solution_tokens += int((enc["solution_mask"][:, 1:].bool()).sum())
+    assert sum(head.rows) == solution_tokens
+    assert len(head.rows) > forwards + solution_tokens // 6  # many small calls, not one big one
+
+
+def test_gradients_through_the_chunked_features_match_the_full_logits(base_dir, monkeypatch):
+    import models.prm as prm
+
+    items = _many_inputs()[:6]
+    targets = torch.linspace(0, 1, len(items))
+    grads = {}
+    for kind in ("reference", "chunked"):
+        model, tok = _likelihood_model(base_dir)
+        model.train()
+        vocab = model.backbone.get_output_embeddings().out_features
+        monkeypatch.setattr(prm, "LOGPROB_CHUNK_ELEMENTS", 4 * vocab)
+        enc = encode(tok, items, max_length=256)
+        values = _reference_forward(model, enc) if kind == "reference" else model(**enc)
+        torch.nn.functional.mse_loss(values, targets).backward()
+        grads[kind] = {n: p.grad.clone() for n, p in model.backbone.named_parameters() if p.grad is not None}
+    assert grads["chunked"].keys() == grads["reference"].keys() and grads["chunked"]
+    emb = "model.embed_tokens.weight"
+    assert grads["chunked"][emb].abs().sum() > 0  # the LM head (tied) and the layers get gradients
+    for name, g in grads["reference"].items():
+        torch.testing.assert_close(grads["chunked"][name], g, atol=1e-6, rtol=1e-4)
+
+
+def test_likelihood_head_on_a_model_without_logits_to_keep_reads_its_logits(base_dir):
+    model, tok = _likelihood_model(base_dir)
+    items = _many_inputs()
+    fast = score_texts(model, tok, items, max_length=256, batch_size=8)
+    model._skip_logits = False  # as for a remote-code model whose forward lacks `logits_to_keep`
+    assert score_texts(model, tok, items, max_length=256, batch_size=8) == pytest.approx(fast, abs=1e-6)
