@@ -1,13 +1,16 @@
 """Pool: N policy replicas, M PRM replicas and W search workers on Ray, built from config.
 
     pool = Pool(policy_dir, prm_dir, cfg.backbone, cfg.policy, cfg.prm, cfg.pool)
-    paths = pool.run_shards(shards, cfg.search)        # one shard file per Shard, in order
+    paths = pool.run_shards(shards, cfg.search)        # one shard file per Shard, in order (written here)
     pool.release()                                     # before training: frees devices and Ray resources
     pool.reload(new_policy_dir, new_prm_dir)           # after training: replicas come back on new weights
     pool.shutdown()
 
 Actors are named `policy-<i>`, `prm-<i>`, `search-<i>` (the dashboard shows them) and take `num_cpus` /
-`num_gpus` from `backbone.policy_resources`, `backbone.prm_resources`, `pool.worker_num_cpus`.
+`num_gpus` from `backbone.policy_resources`, `backbone.prm_resources`, `pool.worker_num_cpus`. Before
+they are created, `actors.placement` checks that the cluster can hold them (`PlacementError` at once when
+it never can; a wait with progress lines, up to `pool.placement_timeout_s`, while it is busy).
+Search workers write no files: they return each shard's rows and the pool writes the shard file.
 Failures are handled here, once: a replica is restarted by Ray (`pool.max_restarts`) and its in-flight
 calls re-sent; a search worker that dies is replaced and its shard re-queued (`shard_retries` counts
 them; a shard that fails more than `pool.max_restarts` times raises). An exception raised by the search
@@ -26,16 +29,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from actors.placement import Ask, pool_asks, wait_until_placeable
 from actors.policy import PolicyActor
 from actors.prm import PRMActor
 from actors.router import RayBackend
 from actors.search_worker import SearchWorker
-from pipeline.shards import Shard
+from pipeline.shards import Shard, write_shard
 
 log = logging.getLogger(__name__)
 
 
 class Pool:
+    worker_cls: type = SearchWorker  # the search worker class (tests put a guarded subclass here)
+
     def __init__(self, policy_dir: str, prm_dir: str, backbone: Any, policy: Any, prm: Any, pool: Any):
         self.backbone, self.policy_cfg, self.prm_cfg, self.cfg = backbone, policy, prm, pool
         self.policy_dir, self.prm_dir = str(policy_dir), str(prm_dir)
@@ -51,6 +57,10 @@ class Pool:
         """Build from the root config's `backbone`, `policy`, `prm` and `pool` sections."""
         return cls(policy_dir, prm_dir, cfg.backbone, cfg.policy, cfg.prm, cfg.pool)
 
+    def asks(self) -> list[Ask]:
+        """What this pool asks of Ray (actors.placement)."""
+        return pool_asks(self.backbone, self.policy_cfg, self.prm_cfg, self.cfg)
+
     @property
     def model_dirs(self) -> tuple[str, str]:
         """(policy_dir, prm_dir) the replicas serve."""
@@ -61,6 +71,9 @@ class Pool:
     def _build(self) -> None:
         import ray
 
+        # Before any actor exists: a pool that can never fit fails at once (one line naming the keys); one
+        # that could fit later waits here with progress lines, up to pool.placement_timeout_s.
+        wait_until_placeable(self.asks(), timeout_s=float(self.cfg.placement_timeout_s))
         restarts = int(self.cfg.max_restarts)
         opts = {"max_restarts": restarts, "max_task_retries": restarts}
         res = self.backbone.policy_resources
@@ -91,8 +104,8 @@ class Pool:
     def _new_worker(self, i: int) -> Any:
         import ray
 
-        # max_concurrency 2: `progress()` answers while `run_shard` runs; failures are handled by the pool.
-        cls = ray.remote(SearchWorker).options(
+        # max_concurrency 2: `progress()` answers while `search_shard` runs; failures are handled by the pool.
+        cls = ray.remote(self.worker_cls).options(
             name=f"search-{i}", num_cpus=self.cfg.worker_num_cpus, max_concurrency=2, max_restarts=0
         )
         backend = RayBackend(self.policy, self.prm, offset=i)
@@ -123,7 +136,10 @@ class Pool:
         progress_every: float = 30.0,
     ) -> list[str]:
         """Run every shard on the search workers (one shard per worker at a time); returns the shard
-        files in `shards` order. `progress(self.progress())` is called every `progress_every` seconds."""
+        files in `shards` order. The workers return each shard's rows through Ray's object store and this
+        process (the driver) writes the file atomically as each shard arrives, so the workers need no
+        access to the run directory and a killed run keeps every shard finished so far.
+        `progress(self.progress())` is called every `progress_every` seconds."""
         import ray
 
         pending = deque(shards)
@@ -135,7 +151,7 @@ class Pool:
         while pending or running:
             while pending and free:
                 w, shard = free.popleft(), pending.popleft()
-                running[self.workers[w].run_shard.remote(shard, search_cfg)] = (w, shard)
+                running[self.workers[w].search_shard.remote(shard, search_cfg)] = (w, shard)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=progress_every)
             if ready:
                 w, shard = running.pop(ready[0])
@@ -150,13 +166,12 @@ class Pool:
     def _collect(
         self, ref: Any, w: int, shard: Shard, paths: dict[int, str], failures: dict[int, int]
     ) -> bool:
-        """Record a finished shard; True when its worker died and the shard must run again."""
+        """Write a finished shard's file; True when its worker died and the shard must run again."""
         import ray
         from ray.exceptions import RayActorError
 
         try:
-            paths[shard.shard_id] = ray.get(ref)["path"]
-            return False
+            result = ray.get(ref)
         except RayActorError as e:
             failures[shard.shard_id] = failures.get(shard.shard_id, 0) + 1
             self.shard_retries += 1
@@ -165,6 +180,8 @@ class Pool:
                 raise RuntimeError(f"shard {shard.shard_id} failed {failures[shard.shard_id]} times") from e
             self._replace_worker(w)
             return True
+        paths[shard.shard_id] = write_shard(shard, result["rows"])
+        return False
 
     def _replace_worker(self, w: int) -> None:
         _kill_all([self.workers[w]])

@@ -10,7 +10,10 @@ Backends (`submit(kind, batch) -> ticket`, `wait() -> (ticket, answers)`, `capac
 `LocalBackend` answers in-process (tests, `loop.api`); `actors.router.RayBackend` sends remote calls
 to the least-loaded replica and waits with `ray.wait`.
 
-The shard file (docs/FORMATS.md) is written once, atomically, when every tree of the shard is done.
+`search_shard` returns a shard's rows (`pipeline.shards.tree_row`, in question order) and writes no
+file: on Ray the rows travel through the object store to the pool, which writes the shard file in the
+driver's run directory (no shared filesystem needed). `run_shard` is the in-process convenience
+(LocalBackend callers: tests, benchmarks) that searches and writes the file itself.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline.records import Question
-from pipeline.rundir import atomic_write_jsonl
 from pipeline.search.protocol import Critique, Propose, Request, Score, SearchGen, StepProposer, StepScorer
-from pipeline.shards import SEARCH_KINDS, Shard, tree_row
+from pipeline.shards import SEARCH_KINDS, Shard, tree_row, write_shard
+from pipeline.verify import solution_check
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +119,14 @@ class SearchWorker:
     def ping(self) -> int:
         return self.worker_id
 
-    def run_shard(self, shard: Shard, search_cfg: Any) -> dict[str, Any]:
-        """Search every question of the shard, write the shard file; returns {"path", "trees", ...}."""
+    def search_shard(self, shard: Shard, search_cfg: Any) -> dict[str, Any]:
+        """Search every question of the shard; returns {"rows", "shard_id", "trees", "seconds"} with the
+        shard file's rows in question order. Writes nothing (the caller writes the file)."""
         t0 = time.monotonic()
         make = search_factory(shard.kind)
         rows = self._run(shard, search_cfg, make)
         order = {q.id: i for i, q in enumerate(shard.questions)}
         rows.sort(key=lambda r: order[r["question_id"]])
-        atomic_write_jsonl(Path(shard.out_path), rows)
         seconds = time.monotonic() - t0
         with self._lock:
             self._progress.shards_done += 1
@@ -132,7 +134,14 @@ class SearchWorker:
         log.info(
             "worker %d: shard %d (%d trees) in %.1f s", self.worker_id, shard.shard_id, len(rows), seconds
         )
-        return {"path": shard.out_path, "shard_id": shard.shard_id, "trees": len(rows), "seconds": seconds}
+        return {"rows": rows, "shard_id": shard.shard_id, "trees": len(rows), "seconds": seconds}
+
+    def run_shard(self, shard: Shard, search_cfg: Any) -> dict[str, Any]:
+        """In-process: search the shard and write its file; returns {"path", "shard_id", "trees",
+        "seconds"}. Never called on Ray (the pool calls `search_shard` and writes the file itself)."""
+        result = self.search_shard(shard, search_cfg)
+        path = write_shard(shard, result.pop("rows"))
+        return {"path": path, **result}
 
     def _run(self, shard: Shard, search_cfg: Any, make: Callable[..., SearchGen]) -> list[dict[str, Any]]:
         queue = deque(shard.questions)
@@ -168,7 +177,7 @@ class SearchWorker:
                     search_cfg,
                     seed,
                     question_id=q.id,
-                    gold=q.answer,
+                    gold=solution_check(q, self.answer_prefix),  # gold answer or task verifier
                     answer_prefix=self.answer_prefix,
                 )
                 live[next_slot] = _Tree(q, gen)

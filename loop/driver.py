@@ -13,7 +13,6 @@ accumulated over rounds 1..k, as the paper does.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from loop.methods import method_phases
 from loop.metrics import MetricsLog
-from loop.report import final_table, round_accuracies
+from loop.report import final_table, load_eval
 from loop.round0 import start_models
 from loop.session import Pools, ray_session
 from pipeline.records import Question
@@ -34,7 +33,11 @@ log = logging.getLogger(__name__)
 class Driver:
     def __init__(self, cfg: DictConfig, train: list[Question], heldout: list[Question], run: RunDir):
         self.cfg, self.train, self.heldout, self.run = cfg, train, heldout, run
-        self.metrics = MetricsLog(run.metrics_file)
+        from loop.tracker import make_tracker
+
+        # tracker=none|tensorboard|wandb: every metrics.jsonl event also goes there (loop/tracker.py)
+        tracker = make_tracker(cfg.tracker, run.root, OmegaConf.to_container(cfg, resolve=True))
+        self.metrics = MetricsLog(run.metrics_file, tracker=tracker)
         self.pools = Pools(cfg)
 
     def fit(self) -> dict[int, dict[str, Any]]:
@@ -53,7 +56,13 @@ class Driver:
                 prm = self.phase(k, "prm", method.train_prm, cfg, run, models, k)
                 models = {**models, "policy_dir": policy["policy_dir"], "prm_dir": prm["prm_dir"]}
                 self.phase(k, "eval", self.evaluate, k, models)
+        self.close()
         return {k: self.run.phase_info(k, "eval") for k in range(self.cfg.iteration + 1)}
+
+    def close(self) -> None:
+        """Flush and finish the experiment tracker (TensorBoard files, the wandb run). Safe twice; a run
+        that fails before `fit` ends is closed at interpreter exit (loop.metrics.MetricsLog)."""
+        self.metrics.close()
 
     def phase(self, k: int, name: str, body, *args) -> dict[str, Any]:
         """Run `body(*args)` unless the manifest proves it done; body returns (files, info)."""
@@ -86,30 +95,40 @@ class Driver:
         if quality is not None:
             accuracies["prm_step_auc"] = quality["auc"]
         self.metrics.event("eval", k, **accuracies)
-        per_round = round_accuracies(self.run, upto=k, current={k: results})
+        # eval.json method entries as they are: accuracy and tokens/question (in the legend); y axis 0-100 %
+        per_round = {
+            j: r["methods"] for j in range(k + 1) if (r := results if j == k else load_eval(self.run, j))
+        }
         from loop.plots import plot_accuracy
 
         plot_accuracy(per_round, self.run.root / "plots" / "accuracy.png", title=f"run {self.run.root.name}")
         return [path], results
 
     def step_quality(self, k: int) -> dict[str, Any] | None:
-        """PRM step AUC on this round's held-out MCTS* trees (arith only: steps can be checked)."""
+        """PRM step AUC on this round's held-out MCTS* trees (built-in tasks: steps can be checked)."""
+        from pipeline.tasks import builtin
+
+        task = builtin(self.cfg.task.name)
         trees_dir = self.run.round_dir(k) / "eval" / "mcts"
-        if self.cfg.task.name != "arith" or not trees_dir.is_dir():
+        if task is None or not trees_dir.is_dir():
             return None
-        from pipeline.quality import arith_first_error, step_auc
+        from pipeline.quality import step_auc, task_first_error
         from pipeline.shards import load_shard
 
         trees = [t.nodes for p in sorted(trees_dir.glob("shard-*.jsonl")) for t in load_shard(p)]
         questions = {q.id: q for q in self.heldout}
-        result = step_auc(trees, questions, arith_first_error(self.cfg.backbone.answer_prefix))
+        result = step_auc(trees, questions, task_first_error(task, self.cfg.backbone.answer_prefix))
         log.info("round %d PRM step AUC on held-out MCTS* trees: %s", k, result)
         return result
 
 
 def train_main(cfg: DictConfig, train: list[Question], heldout: list[Question]) -> int:
     """`python run.py` (mode=train): set up the run directory and Ray, fit, print the final table."""
+    import sys
+
     from conf.load import ConfigError
+    from loop.session import check_pool_fits
+    from pipeline.rundir import RunDirError, clear_run_dir, lock_run_dir
 
     if cfg.policy.engine == "endpoint" and cfg.iteration > 0:
         print(
@@ -117,18 +136,23 @@ def train_main(cfg: DictConfig, train: list[Question], heldout: list[Question]) 
         )
         return 2
     root = Path(cfg.run.root) / cfg.run.name
-    if not cfg.resume and root.exists():
-        shutil.rmtree(root)
-    run = RunDir(root)
-    try:
-        run.check_or_save_config(cfg)
-    except ConfigError as e:
-        print(f"restmcts: config error: {e}")
-        return 2
     t0 = time.monotonic()
-    with ray_session(cfg) as url:
-        print(f"restmcts: run directory {root}  |  Ray dashboard {url}", flush=True)
-        evals = Driver(cfg, train, heldout, run).fit()
+    try:
+        with lock_run_dir(root):  # the whole run: a second run on this directory is refused
+            if not cfg.resume:
+                clear_run_dir(root)  # everything but the lock we hold
+            run = RunDir(root)
+            run.check_or_save_config(cfg)
+            with ray_session(cfg) as url:
+                check_pool_fits(cfg)  # a pool that can never be placed fails now, not after round 0
+                print(f"restmcts: run directory {root}  |  Ray dashboard {url}", flush=True)
+                evals = Driver(cfg, train, heldout, run).fit()
+    except ConfigError as e:  # also a pool that cannot be placed on the Ray cluster (loop.session)
+        print(f"restmcts: config error: {e}", file=sys.stderr)
+        return 2
+    except RunDirError as e:
+        print(f"restmcts: run directory error: {e}", file=sys.stderr)
+        return 2
     print(final_table(evals))
     print(f"restmcts: done in {time.monotonic() - t0:.0f} s; results in {root}")
     OmegaConf.set_readonly(cfg, True)

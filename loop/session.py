@@ -21,9 +21,23 @@ def ray_session(cfg: Any) -> Iterator[str]:
         shutdown_ray()
 
 
+def check_pool_fits(cfg: Any) -> None:
+    """Right after Ray starts, before any model is built: raise ConfigError (one line naming the resource
+    keys) when the search pool can never be placed on this Ray cluster (`actors.placement`)."""
+    from actors.placement import PlacementError, check_feasible, pool_asks
+    from conf.load import ConfigError
+
+    try:
+        check_feasible(pool_asks(cfg.backbone, cfg.policy, cfg.prm, cfg.pool))
+    except PlacementError as e:
+        raise ConfigError(str(e)) from None
+
+
 class Pools:
     """The search pool (policy and PRM replicas, search workers) on given model directories: built on
-    first use, rebuilt when the directories change, shut down by `close` or at the end of a `with`."""
+    first use, rebuilt when the directories change, shut down by `close` or at the end of a `with`.
+    A pool that cannot be placed on the Ray cluster (`actors.placement.PlacementError`) raises
+    `conf.load.ConfigError` with its one line naming the resource keys."""
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -32,9 +46,14 @@ class Pools:
     def get(self, policy_dir: str, prm_dir: str) -> Any:
         if self.pool is None or self.pool.model_dirs != (policy_dir, prm_dir):
             self.close()
+            from actors.placement import PlacementError
             from actors.pool import Pool
+            from conf.load import ConfigError
 
-            self.pool = Pool.from_config(self.cfg, policy_dir, prm_dir)
+            try:
+                self.pool = Pool.from_config(self.cfg, policy_dir, prm_dir)
+            except PlacementError as e:  # the entry prints it as one config-error line, exit 2
+                raise ConfigError(str(e)) from None
         return self.pool
 
     def close(self) -> None:

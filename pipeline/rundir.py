@@ -4,6 +4,7 @@
       config.yaml          resolved config of the run (written once, compared on resume)
       state.json           manifest: phases done per round with file checksums; written last, atomically
       metrics.jsonl        one JSON line per event
+      .lock                held (flock) by the run using the directory; a second run is refused
       round_<k>/...        shard files, datasets, checkpoints, eval.json
       plots/
 
@@ -20,7 +21,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 SAFE_TO_CHANGE = (
     "iteration",
     "log_level",
+    "tracker",
     "dry_run",
     "resume",
     "ray.",
@@ -126,6 +129,68 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
+class RunDirError(ValueError):
+    """The run directory cannot be used: in use by another run, or an unreadable manifest (one line)."""
+
+
+LOCK_NAME = ".lock"
+
+
+@contextmanager
+def lock_run_dir(root: str | Path) -> Iterator[None]:
+    """Hold `<root>/.lock` (an exclusive `fcntl.flock`) for the block; a second holder gets RunDirError
+    naming the pid that holds it. The kernel drops the lock when the holding process dies, so a killed
+    run never leaves it stuck (the file stays; only the lock counts)."""
+    import fcntl
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RunDirError(
+                f"run directory {root} is in use by another run (pid {holder}); wait for it to finish, "
+                "or use run.name=NEW for a new run"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def clear_run_dir(root: str | Path) -> None:
+    """Delete a run directory's contents except its lock file (resume=false, with the lock held)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.name == LOCK_NAME:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """state.json, or RunDirError naming the file when it is not valid JSON (one line)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(
+            f"manifest {path} is not valid JSON ({e}); remove it to redo the run's phases, "
+            "or resume=false to start over"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("rounds"), dict):
+        raise RunDirError(f"manifest {path} has no 'rounds' object; remove it, or resume=false to start over")
+    return state
+
+
 class RunDir:
     """One run's directory and manifest. Not thread-safe: only the driver writes it."""
 
@@ -134,9 +199,14 @@ class RunDir:
         self.state_file = self.root / "state.json"
         self.config_file = self.root / "config.yaml"
         self.metrics_file = self.root / "metrics.jsonl"
+        self.lock_file = self.root / LOCK_NAME
         self.state: dict[str, Any] = {"version": 1, "rounds": {}}
         if self.state_file.exists():
-            self.state = json.loads(self.state_file.read_text(encoding="utf-8"))
+            self.state = _read_manifest(self.state_file)
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Hold the run directory for one run (`lock_run_dir`); a second run on it is refused."""
+        return lock_run_dir(self.root)
 
     def round_dir(self, k: int) -> Path:
         return self.root / f"round_{k}"

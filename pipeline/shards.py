@@ -1,8 +1,9 @@
 """The search shard file format (docs/FORMATS.md): one JSON line per tree, in the shard's question order.
 
 A `Shard` is a unit of search work (these questions, searched with `kind`, written to `out_path`); a
-`TreeRecord` is one line of its file, typed. Pure: the search workers produce the rows, the run
-directory keeps the files, the values phase and evaluation read them back.
+`TreeRecord` is one line of its file, typed. Pure: the search workers produce the rows (`tree_row`) and
+return them through Ray; the driver writes the file (`write_shard`, atomic) into the run directory; the
+values phase and evaluation read them back (`load_shard`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.records import NodeRecord, Question, SearchResult, from_dict, to_dict
-from pipeline.rundir import read_jsonl
+from pipeline.rundir import atomic_write_jsonl, read_jsonl
 from pipeline.search.seeding import derive_seed
 
 SEARCH_KINDS = ("mcts", "tot_bfs", "tot_dfs")
@@ -48,8 +49,15 @@ class TreeRecord:
     nodes: tuple[NodeRecord, ...]
 
 
+def write_shard(shard: Shard, rows: list[dict[str, Any]]) -> str:
+    """Write a shard's rows (one `tree_row` per question, in the shard's question order) to its
+    `out_path`, atomically (a temp name then a rename: the file exists only when complete)."""
+    atomic_write_jsonl(Path(shard.out_path), rows)
+    return shard.out_path
+
+
 def load_shard(path: str | Path) -> list[TreeRecord]:
-    """Read a shard file written by `SearchWorker.run_shard`, in the shard's question order."""
+    """Read a shard file written by `write_shard`, in the shard's question order."""
     out = []
     for row in read_jsonl(Path(path)):
         if row.get("format") != FORMAT_VERSION:

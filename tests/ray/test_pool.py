@@ -126,3 +126,41 @@ def test_evaluate_methods_through_the_pool(pool, cfg):
         assert r["tokens_per_question"] > 0 and set(r["by_difficulty"]) <= {"2", "3"}
     assert results["methods"]["sc"]["tokens_per_question"] == results["methods"]["bon"]["tokens_per_question"]
     assert "| mcts |" in table(results)
+
+
+def test_pool_that_can_never_fit_fails_at_once_naming_the_keys(ray_session, tiny_dirs):
+    import time
+
+    from actors.placement import PlacementError
+    from actors.pool import Pool
+
+    big = compose([*ARGS, "backbone.policy_resources.num_cpus=4"])  # the session's Ray has 4 CPUs
+    before = sorted(_live_actors(ray_session))
+    t0 = time.monotonic()
+    with pytest.raises(PlacementError) as e:
+        Pool(tiny_dirs.policy_dir, tiny_dirs.prm_dir, big.backbone, big.policy, big.prm, big.pool)
+    assert time.monotonic() - t0 < 5
+    msg = str(e.value)
+    assert "the pool needs 5.5 CPUs (policy 1 x 4 [backbone.policy_resources.num_cpus]" in msg
+    assert "but the Ray cluster has 4" in msg and "\n" not in msg
+    assert sorted(_live_actors(ray_session)) == before  # no actor was created
+
+
+def test_busy_cluster_waits_then_times_out_with_what_is_pending(ray_session, tiny_dirs, pool):
+    from actors.placement import PlacementError
+    from actors.pool import Pool
+
+    # `pool` holds 2.5 of the 4 CPUs, so a second pool of 2.5 could fit later but not now
+    cfg2 = compose([*ARGS, "pool.placement_timeout_s=2"])
+    with pytest.raises(
+        PlacementError, match=r"not placed within pool.placement_timeout_s=2 s.*CPU 2.5 needed"
+    ):
+        Pool(tiny_dirs.policy_dir, tiny_dirs.prm_dir, cfg2.backbone, cfg2.policy, cfg2.prm, cfg2.pool)
+    assert ray_session.available_resources().get("CPU", 0) >= 1.5 - 1e-6  # the probe was given back
+
+
+def _live_actors(ray):
+    from ray.util.state import list_actors
+
+    address = ray.get_runtime_context().gcs_address
+    return [a.name for a in list_actors(address=address, filters=[("state", "=", "ALIVE")])]
