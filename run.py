@@ -38,6 +38,19 @@ def main(argv: list[str]) -> int:
     # Libraries' progress bars and known-harmless warnings: hidden unless log_level=DEBUG; set before
     # transformers and Ray start, so local Ray workers and actors inherit the environment it sets.
     quiet_logs(cfg.log_level)
+    from pipeline.rundir import RunDirError
+
+    try:
+        return _dispatch(cfg, argv, train, heldout)
+    except ConfigError as e:  # found after Ray started: e.g. a pool that can never be placed
+        print(f"restmcts: config error: {e}", file=sys.stderr)
+        return 2
+    except RunDirError as e:
+        print(f"restmcts: run directory error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(cfg, argv: list[str], train: list, heldout: list) -> int:
     if cfg.mode == "evaluate":
         from loop.evaluate import evaluate_main
 

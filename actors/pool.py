@@ -109,7 +109,8 @@ class Pool:
             name=f"search-{i}", num_cpus=self.cfg.worker_num_cpus, max_concurrency=2, max_restarts=0
         )
         backend = RayBackend(self.policy, self.prm, offset=i)
-        return cls.remote(backend, self.cfg.trees_in_flight, self.backbone.answer_prefix, i)
+        fallbacks = list(self.backbone.answer_fallbacks)
+        return cls.remote(backend, self.cfg.trees_in_flight, self.backbone.answer_prefix, i, fallbacks)
 
     def release(self) -> None:
         """Stop every actor: model memory, devices and Ray resources are free for training."""

@@ -102,10 +102,18 @@ class _Tree:
 class SearchWorker:
     """Runs shards. `backend` is a LocalBackend or a RayBackend; `answer_prefix` from the backbone."""
 
-    def __init__(self, backend: Any, trees_in_flight: int, answer_prefix: str, worker_id: int = 0):
+    def __init__(
+        self,
+        backend: Any,
+        trees_in_flight: int,
+        answer_prefix: str,
+        worker_id: int = 0,
+        answer_fallbacks: Sequence[str] = (),
+    ):
         self.backend = backend
         self.trees_in_flight = max(1, int(trees_in_flight))
         self.answer_prefix = answer_prefix
+        self.answer_fallbacks = tuple(answer_fallbacks)  # backbone.answer_fallbacks: grading end leaves
         self.worker_id = worker_id
         self._progress = Progress()
         self._lock = threading.Lock()
@@ -177,7 +185,8 @@ class SearchWorker:
                     search_cfg,
                     seed,
                     question_id=q.id,
-                    gold=solution_check(q, self.answer_prefix),  # gold answer or task verifier
+                    # the gold answer (read by the backbone's answer rules) or the task's verifier
+                    gold=solution_check(q, self.answer_prefix, fallbacks=self.answer_fallbacks),
                     answer_prefix=self.answer_prefix,
                 )
                 live[next_slot] = _Tree(q, gen)

@@ -74,8 +74,16 @@ class MetricsLog:
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
+        rows = []
         with open(self.path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            lines = [line for line in f if line.strip()]
+        for i, line in enumerate(lines):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:  # only the last line may be torn (a kill mid-append)
+                    raise
+        return rows
 
     def _to_ray(self, row: dict[str, Any]) -> None:
         for key in _GAUGES:

@@ -33,6 +33,24 @@ def check_pool_fits(cfg: Any) -> None:
         raise ConfigError(str(e)) from None
 
 
+def check_job_fits(train_cfg: Any, label: str, prefix: str) -> None:
+    """Before a Ray Train job (num_workers >= 1): raise ConfigError (one line naming the keys under
+    `prefix`, e.g. backbone.sft) when its workers can never be placed on this Ray cluster."""
+    if int(train_cfg.num_workers) < 1:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    from actors.placement import cluster_resources, never_fits, train_asks
+    from conf.load import ConfigError
+
+    asks = train_asks(label, train_cfg.num_workers, train_cfg.cpus_per_worker, train_cfg.use_gpu, prefix)
+    msg = never_fits(asks, *cluster_resources())
+    if msg:
+        raise ConfigError(msg)
+
+
 class Pools:
     """The search pool (policy and PRM replicas, search workers) on given model directories: built on
     first use, rebuilt when the directories change, shut down by `close` or at the end of a `with`.

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from loop.session import check_job_fits
 from pipeline.prompting import PromptFormat
 from pipeline.records import SFTExample, from_dict
 from pipeline.rundir import RunDir, read_jsonl
@@ -74,6 +75,7 @@ def train_policy(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
         log.info("round %d: SFT on %d traces + %d replayed round-0 examples", k, len(examples), len(replay))
 
     def job(out: str) -> dict[str, Any]:
+        check_job_fits(cfg.backbone.sft, "SFT workers", "backbone.sft")
         return train_sft(
             models["policy_dir0"],
             examples + replay,

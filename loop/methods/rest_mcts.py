@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from loop.methods.common import accumulated, prompt_tokenizer, train_on_rounds, train_policy
 from loop.methods.phases import MethodPhases
+from loop.session import check_job_fits
 from pipeline.prompting import PromptFormat
 from pipeline.records import PRMExample, Question, SFTExample, to_dict
 from pipeline.rundir import RunDir, atomic_write_jsonl
@@ -144,6 +145,7 @@ def train_prm(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
     held: dict[str, Any] = {}  # the PRM job's held-out metrics, flattened into the phase info
 
     def job(out: str) -> dict[str, Any]:
+        check_job_fits(cfg.backbone.prm_train, "PRM workers", "backbone.prm_train")
         metrics = regress(
             models["prm_dir0"],
             examples,

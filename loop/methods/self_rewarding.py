@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from loop.methods import samples
 from loop.methods.common import accumulated, keep_prm, prompt_tokenizer, train_on_rounds
 from loop.methods.phases import MethodPhases
+from loop.session import check_job_fits
 from pipeline.baselines import (
     LLM_JUDGE_PROMPT,
     PreferencePair,
@@ -113,6 +114,7 @@ def train_policy_dpo(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: in
     pairs = accumulated(run, k, PAIRS_FILE, PreferencePair)
 
     def job(out: str) -> dict[str, Any]:
+        check_job_fits(cfg.baselines.dpo, "DPO workers", "baselines.dpo")
         return train_dpo(
             models["policy_dir0"],
             pairs,
