@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from loop.methods.common import accumulated, prompt_tokenizer, train_on_rounds, train_policy
 from loop.methods.phases import MethodPhases
 from loop.session import check_job_fits
+from pipeline.progress import Progress
 from pipeline.prompting import PromptFormat
 from pipeline.records import PRMExample, Question, SFTExample, to_dict
 from pipeline.rundir import RunDir, atomic_write_jsonl
@@ -50,7 +51,9 @@ def search(cfg: DictConfig, run: RunDir, get_pool: Any, train: list[Question], k
     for shard in todo:
         Path(shard.out_path).unlink(missing_ok=True)
     if todo:
-        get_pool().run_shards(todo, cfg.search, progress=lambda p: log.info("round %d search: %s", k, p))
+        questions = sum(len(s.questions) for s in todo)
+        with Progress(f"search round {k}", questions, "questions", logger=log) as bar:
+            get_pool().run_shards(todo, cfg.search, on_shard=lambda shard, n: bar.update(n))
     rows = [tree for s in shards for tree in load_shard(s.out_path)]
     info = {
         "shards": len(shards),
