@@ -161,6 +161,9 @@ class TaskConfig:
     dv0_size: int = 2000  # questions with gold solutions behind the initial PRM's data (D_V0)
     dv0_difficulties: list[int] = field(default_factory=list)  # empty: train_difficulties
     dv0_corruptions: int = 2  # wrong branches per D_V0 question
+    # countdown: the warm-started policy's own sampled solutions per D_V0 question, every prefix valued by
+    # the exact solver (pipeline/tasks/countdown_dv0.py label_sample): D_V0 in the policy's own mistakes
+    dv0_samples: int = 0
 
 
 @dataclass

@@ -122,9 +122,21 @@ def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: i
     train_cfg = backbone_cfg.initial_prm
     questions = dv0_questions(task_cfg, seed)
     data = {"dv0_set": _digest(questions), "size": len(questions), "corruptions": task_cfg.dv0_corruptions}
+    # countdown: the policy's own samples labelled by the exact solver join D_V0
+    n_samples = int(task_cfg.dv0_samples) if task_cfg.name == "countdown" else 0
+    if n_samples:  # only then in the key: entries built before this option keep theirs
+        data["samples"] = n_samples
     spec = dict(_spec("initial_prm", base, backbone_cfg, data, train_cfg, seed), head=backbone_cfg.prm_head)
+    fmt = PromptFormat.from_backbone(backbone_cfg)
 
     def build(tmp: Path) -> None:
+        extra = []
+        if n_samples:
+            sampled = sample_solutions(base, questions, n_samples, seed, fmt, backbone_cfg)
+            from pipeline.tasks.countdown_dv0 import label_samples
+
+            extra = label_samples(questions, sampled, fmt.answer_prefix)
+            log.info("initial PRM: %d examples from %d own samples per question", len(extra), n_samples)
         metrics = build_initial_prm(
             base,
             questions,
@@ -132,8 +144,9 @@ def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: i
             train_cfg,
             seed,
             corruptions=task_cfg.dv0_corruptions,
-            fmt=PromptFormat.from_backbone(backbone_cfg),
+            fmt=fmt,
             head=backbone_cfg.prm_head,
+            extra=extra,
         )
         _log_done("initial PRM", metrics)
 
@@ -155,6 +168,7 @@ def build_initial_prm(
     corruptions: int = 2,
     fmt: PromptFormat | None = None,
     head: str = "linear",
+    extra: list | None = None,
 ) -> dict:
     """Regress the PRM base in `base_prm_dir` on D_V0 of `questions`; write `out_dir`; return metrics.
 
@@ -168,6 +182,8 @@ def build_initial_prm(
         from trainers.dv0 import build_dv0
     fmt = fmt or PromptFormat()
     examples = build_dv0(questions, seed=seed, corruptions=corruptions, answer_prefix=fmt.answer_prefix)
+    seen = {(e.question_id, e.steps) for e in examples}
+    examples += [e for e in extra or [] if (e.question_id, e.steps) not in seen]
     log.info("initial PRM: %d D_V0 examples from %d questions", len(examples), len(questions))
     out = Path(out_dir)
     metrics = train_prm(
@@ -182,6 +198,54 @@ def build_initial_prm(
     )
     (out.parent / "prm_metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def sample_solutions(
+    policy_dir: str,
+    questions: list,
+    n: int,
+    seed: int,
+    fmt: PromptFormat,
+    backbone_cfg: Any,
+    batch: int = 256,
+) -> list[list[tuple[str, ...]]]:
+    """`n` sampled whole solutions per question from the policy in `policy_dir` (temperature 0.7, the
+    search's), each cut into steps after its answer line: what the round-0 policy really writes."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).eval()
+    render = prompt_tokenizer(backbone_cfg, policy_dir)
+    prompts = [fmt.prompt(q.content, render) for q in questions for _ in range(n)]
+    torch.manual_seed(seed)
+    texts: list[str] = []
+    for i in range(0, len(prompts), batch):
+        enc = tokenizer(
+            prompts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=fmt.style == "plain"
+        )
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=0.7,
+                top_k=0,
+                max_new_tokens=int(backbone_cfg.max_solution_tokens),
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    solutions = []
+    for text in texts:
+        steps: list[str] = []
+        for line in text.split(fmt.delimiter):
+            if line.strip():
+                steps.append(line.strip())
+            if steps and steps[-1].startswith(fmt.answer_prefix):
+                break
+        solutions.append(tuple(steps))
+    return [solutions[i * n : (i + 1) * n] for i in range(len(questions))]
 
 
 def _log_done(what: str, metrics: dict) -> None:

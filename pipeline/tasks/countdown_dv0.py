@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from pipeline.records import PRMExample, Question
 from pipeline.tasks.countdown import apply_steps, format_step, parse_question
+from pipeline.tasks.countdown import verify as countdown_verify
 from pipeline.tasks.countdown_solver import moves, reachable, shortest_length
 from pipeline.values import quality_value
 
@@ -101,3 +102,54 @@ def _examples(q: Question, seed: int, corruptions: int, answer_prefix: str) -> l
             value = quality_value(parent, m_detour, 0)
             out.setdefault(prefix, PRMExample(q.id, q.content, prefix, value, m_detour, 0, parent))
     return list(out.values())
+
+
+def label_sample(q: Question, steps: Sequence[str], answer_prefix: str = "The answer is") -> list[PRMExample]:
+    """PRM examples for every prefix of one of the policy's own sampled solutions, valued like a search
+    tree's nodes (pipeline.values) with the solver standing in for the finished tree: a prefix whose
+    lines are all legal and from whose state the target can still be made in j more operations has
+    r = 0, m = j + 1 (the answer line included); a correct answer line has m = 0 (v = 1); any other
+    prefix (an illegal line, a dead end, a wrong or early answer) has r = 1 and the m of its last good
+    ancestor, so its value falls. Lines after the first bad one keep falling."""
+    numbers, target = parse_question(q.content)
+    out: list[PRMExample] = []
+    v, m_good, good = 0.0, (shortest_length(numbers, target) or 0) + 1, True
+    state: tuple[int, ...] | None = tuple(numbers)
+    for k in range(1, len(steps) + 1):
+        line = steps[k - 1].strip()
+        if good and line.startswith(answer_prefix):
+            ok = countdown_verify(q, steps[:k], answer_prefix)
+            m, r = (0, 0) if ok else (m_good, 1)
+        elif good:
+            state = apply_steps(state, [line]) if state is not None else None
+            left = shortest_length(state, target) if state else None
+            made = state is not None and state[0] == target
+            if state is not None and (made or left is not None):
+                m, r = (1 if made else left + 1), 0
+            else:
+                m, r = m_good, 1
+        else:
+            m, r = m_good, 1
+        value = quality_value(v, m, r)
+        out.append(PRMExample(q.id, q.content, tuple(steps[:k]), value, m, r, v))
+        v, good = value, good and r == 0
+        if r == 0:
+            m_good = m
+    return out
+
+
+def label_samples(
+    questions: Sequence[Question],
+    samples: Sequence[Sequence[Sequence[str]]],
+    answer_prefix: str = "The answer is",
+) -> list[PRMExample]:
+    """PRM examples valued by the solver for every prefix of each question's sampled solutions, distinct
+    per (question, prefix): `label_sample`."""
+    out, seen = [], set()
+    for q, group in zip(questions, samples, strict=True):
+        for steps in group:
+            for e in label_sample(q, list(steps), answer_prefix):
+                if (q.id, e.steps) not in seen:
+                    seen.add((q.id, e.steps))
+                    out.append(e)
+    return out

@@ -35,3 +35,24 @@ def test_dv0_targets_follow_the_solver_and_the_value_formula():
             assert e.target <= e.parent_target
             assert not countdown.reachable(state, target)  # a dead end stays dead down its run-out
     assert all(kinds[k] > 0 for k in kinds), kinds
+
+
+def test_the_policys_own_samples_are_valued_by_the_solver():
+    from pipeline.tasks.countdown_dv0 import label_sample, label_samples
+
+    q = countdown.generate(1, [4], seed=5)[0]  # "16 7 12 15 to 36"
+    gold = label_sample(q, q.solution)
+    assert [round(e.target, 3) for e in gold] == [0.25, 0.5, 0.75, 1.0] and all(e.r == 0 for e in gold)
+    detour = ["16+7=23 (left: 23 12 15)"]  # legal; 36 still reachable? the solver decides
+    numbers, target = countdown.parse_question(q.content)
+    reachable = countdown.reachable((23, 12, 15), target)
+    assert (label_sample(q, detour)[0].r == 0) == reachable
+    illegal = ["1+1=2 (left: 2 20 3)", "The answer is 36"]
+    values = label_sample(q, illegal)
+    assert [e.r for e in values] == [1, 1] and values[0].target == 0.0
+    early = ["16+12=28 (left: 28 7 15)", "The answer is 36"]  # answer before the target is made
+    assert label_sample(q, early)[-1].r == 1
+    for e in label_sample(q, q.solution) + values:
+        assert abs(recompute_target(e) - e.target) < 1e-12
+    both = label_samples([q], [[q.solution, q.solution, illegal]])
+    assert len(both) == len({e.steps for e in both}) == 6  # distinct prefixes only
