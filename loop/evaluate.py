@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.sampling import Scored, sample_scored
-from pipeline.grading import extract_answer, extract_answer_rule, grade
+from pipeline.grading import extract_answer, extract_answer_rule
 from pipeline.records import Question
 from pipeline.search.seeding import derive_seed
 from pipeline.verify import solution_check
@@ -229,7 +229,7 @@ def _score(
     by_diff: dict[str, list[int]] = {}
     for q, row in zip(questions, rows, strict=True):
         check = solution_check(q, prefix, fallbacks=rules)
-        verdict = check(row.steps, row.answer) if check is not None else grade(row.answer, None).correct
+        verdict = check(row.steps, row.answer) if check is not None else None  # no gold, no verifier
         ungradable += row.answer is None or verdict is None
         correct += bool(verdict)
         tokens += row.tokens

@@ -13,18 +13,6 @@ def load_eval(run: RunDir, k: int) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def round_accuracies(
-    run: RunDir, upto: int, current: dict[int, dict[str, Any]] | None = None
-) -> dict[int, dict[str, float]]:
-    """`{round: {method: accuracy}}` for rounds 0..upto, from eval.json files (or `current`)."""
-    out: dict[int, dict[str, float]] = {}
-    for k in range(upto + 1):
-        results = (current or {}).get(k) or load_eval(run, k)
-        if results:
-            out[k] = {m: r["accuracy"] for m, r in results["methods"].items()}
-    return out
-
-
 def final_table(evals: dict[int, dict[str, Any]]) -> str:
     """Markdown table: one row per round, accuracy (%) per method, then per difficulty for each method."""
     rounds = sorted(k for k, r in evals.items() if r and "methods" in r)

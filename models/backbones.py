@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.tasks import builtin
+from pipeline.tasks import arith, builtin
 
 log = logging.getLogger(__name__)
 
 TINY_VERSION = 1  # bump when the tiny build changes in a way that must not reuse old cache entries
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0, 1, 2, 3 in every tiny vocabulary
 # Every character of the arith task's text: "Q:((9*9)-30)-16\n9*9=81\n...The answer is 35\n".
-ARITH_CHARS = "0123456789+-*()=Q: \nTheanswri"
+ARITH_CHARS = arith.CHARS
 # Any other task on the tiny backbone gets printable ASCII plus tab and newline.
 ASCII_CHARS = "".join(chr(c) for c in range(32, 127)) + "\t\n"
 # The tiny backbone's chat template (backbone.prompt_format=chat): a stand-in for a real model's template,

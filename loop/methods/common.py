@@ -122,3 +122,14 @@ def replay_examples(cfg: DictConfig, n: int) -> list[SFTExample]:
 def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     """The plain numbers and strings of a job's metrics (what goes into a phase's info)."""
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str) and k != "out_dir"}
+
+
+def trace_checker(cfg: DictConfig):
+    """Step-level correctness (built-in tasks: arith, countdown): an evaluation instrument and the
+    `oracle` filter's test, never a training signal of ReST-MCTS* itself. Returns check(question,
+    steps) -> bool, or None for tasks without a step checker."""
+    task = builtin(cfg.task.name)
+    if task is None:
+        return None
+    prefix = cfg.backbone.answer_prefix
+    return lambda question, steps: bool(task.check_trace(question, steps, prefix).correct)

@@ -9,13 +9,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from loop.methods import samples
-from loop.methods.common import keep_prm, prompt_tokenizer, train_policy
+from loop.methods.common import keep_prm, prompt_tokenizer, trace_checker, train_policy
 from loop.methods.phases import MethodPhases
 from pipeline.baselines import select_rest_em
 from pipeline.prompting import PromptFormat
 from pipeline.records import Question, SFTExample, to_dict
 from pipeline.rundir import RunDir, atomic_write_jsonl
-from pipeline.tasks import builtin
 from pipeline.verify import solution_check
 
 
@@ -49,10 +48,10 @@ def select_rest_em_traces(cfg: DictConfig, run: RunDir, train: list[Question], k
     path = run.round_dir(k) / "sft.jsonl"
     atomic_write_jsonl(path, [to_dict(e) for e in sft])
     info: dict[str, Any] = {"sft_examples": len(sft), "sft_questions": len({e.question_id for e in sft})}
-    task = builtin(cfg.task.name)
-    if task is not None and sft:
+    check = trace_checker(cfg)
+    if check is not None and sft:
         by_id = {q.id: q for q in train}
-        ok = [bool(task.check_trace(by_id[e.question_id], e.steps, fmt.answer_prefix).correct) for e in sft]
+        ok = [check(by_id[e.question_id], e.steps) for e in sft]
         info["trace_precision"] = sum(ok) / len(ok)
     return [path], info
 

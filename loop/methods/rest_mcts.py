@@ -14,14 +14,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from loop.methods.common import accumulated, prompt_tokenizer, train_on_rounds, train_policy
+from loop.methods.common import accumulated, prompt_tokenizer, trace_checker, train_on_rounds, train_policy
 from loop.methods.phases import MethodPhases
 from loop.session import check_job_fits
 from pipeline.progress import Progress
 from pipeline.prompting import PromptFormat
 from pipeline.records import PRMExample, Question, SFTExample, to_dict
 from pipeline.rundir import RunDir, atomic_write_jsonl
-from pipeline.tasks import builtin
 from pipeline.verify import solution_check
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ def infer_values(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
     fmt = PromptFormat.from_backbone(cfg.backbone)
     tokenizer = prompt_tokenizer(cfg)
     by_id = {q.id: q for q in train}
-    check = _trace_checker(cfg)
+    check = trace_checker(cfg)
     sft: list[SFTExample] = []
     steps_ok: list[bool] = []
     prm: list[PRMExample] = []
@@ -127,17 +126,6 @@ def infer_values(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
 
 def _with_source(e: SFTExample, k: int) -> SFTExample:
     return SFTExample(e.question_id, e.prompt, e.solution, e.steps, e.value, source=f"mcts_round_{k}")
-
-
-def _trace_checker(cfg: DictConfig):
-    """Step-level correctness (built-in tasks: arith, countdown): an evaluation instrument and the
-    `oracle` filter's test, never a training signal of ReST-MCTS* itself. Returns check(question,
-    steps) -> bool, or None for tasks without a step checker."""
-    task = builtin(cfg.task.name)
-    if task is None:
-        return None
-    prefix = cfg.backbone.answer_prefix
-    return lambda question, steps: bool(task.check_trace(question, steps, prefix).correct)
 
 
 def train_prm(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
