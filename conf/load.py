@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from conf.schema import ANSWER_FALLBACKS, CHOICES, EVAL_METHODS, Config
 
 CONF_DIR = Path(__file__).resolve().parent
-GROUPS = ("backbone", "task")
+GROUPS = ("backbone", "task", "preset")  # merged in this order, after defaults.yaml
 
 
 class ConfigError(ValueError):
@@ -82,7 +82,7 @@ def compose(argv: list[str] | None = None) -> DictConfig:
     cfg = OmegaConf.structured(Config)
     cfg = _merge(cfg, _load_yaml(CONF_DIR / "defaults.yaml", "defaults"), "conf/defaults.yaml")
     for group in GROUPS:
-        name = groups.get(group) or OmegaConf.select(cfg, f"{group}.name")
+        name = groups.get(group) or OmegaConf.select(cfg, group if group == "preset" else f"{group}.name")
         path = CONF_DIR / group / f"{name}.yaml"
         if not path.exists():
             raise ConfigError(f"unknown {group} '{name}'; allowed: {', '.join(group_options(group))}")

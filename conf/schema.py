@@ -109,7 +109,8 @@ class BackboneConfig:
     answer_fallbacks: list[str] = field(default_factory=list)
     # Value head put on a PRM base without one (a trained PRM keeps its own): linear = Linear on the last
     # hidden state; likelihood = an MLP that also sees the model's own token log-probabilities of the
-    # solution and of the last step (models/prm.py; needs the LM head and vocabulary-sized logits).
+    # solution and of the last step (models/prm.py; needs the LM head and vocabulary-sized logits);
+    # logprob = that MLP on the four log-probability features alone.
     prm_head: str = "linear"
     max_prompt_tokens: int = 256
     max_step_tokens: int = 32
@@ -294,6 +295,9 @@ class Config:
     mode: str = "train"  # train | evaluate | compare
     method: str = "rest_mcts"  # rest_mcts | rest_em | self_rewarding
     dry_run: bool = False  # print the resolved config and exit
+    # sizes for a kind of machine (conf/preset/*.yaml), merged after the backbone and task groups:
+    # none | small (a real backbone such as smollm2 on a 2-core CPU: one iteration of ~40 questions)
+    preset: str = "none"
     resume: bool = True  # the same command again continues runs/<run.name>; false starts it afresh
     cache_dir: str = ".cache/restmcts"  # built tiny backbones, warm starts, converted models
     log_level: str = "INFO"
@@ -327,7 +331,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.search.sample_value": ("simple", "full"),
     "eval.search.critic": ("rule", "policy"),
     "backbone.prompt_format": ("plain", "chat"),
-    "backbone.prm_head": ("linear", "likelihood"),
+    "backbone.prm_head": ("linear", "likelihood", "logprob"),
     "backbone.dtype": ("auto", "float32", "bfloat16", "float16"),
     "backbone.sft.bf16": ("auto", "true", "false"),
     "backbone.prm_train.bf16": ("auto", "true", "false"),

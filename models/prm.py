@@ -15,6 +15,11 @@ Project choice (docs/ALGORITHM.md, "The PRM"). Two heads, named in `prm_config.j
   runs without its LM head (`logits_to_keep`), and the LM head is applied to the final hidden states of
   the positions that predict a solution token only, a chunk of at most `LOGPROB_CHUNK_ELEMENTS // vocab`
   rows at a time, keeping one number per position (`chunked_token_logprobs`).
+- `logprob`: the same MLP on the four log-probability features alone (no hidden state). On countdown the
+  policy's own mean log-probability of a solution ranks the search tree's real siblings (solver value)
+  79% and its end leaves (correct vs not) at AUC 0.83, while a head that also sees the hidden state,
+  trained on D_V0, learned to lean on the hidden state and fell to 0.62 / 0.61 (docs/CALIBRATION.md):
+  four numbers leave it no feature that fails to generalise from D_V0 to the policy's own trees.
 A PRM directory is a plain HF model directory (safetensors) plus `value_head.safetensors` and
 `prm_config.json`; a directory without the head (a base LM) loads as an untrained PRM whose head kind
 is the caller's (`head=`) and whose weights come from a fixed seed.
@@ -38,7 +43,8 @@ from pipeline.prompting import PRMText
 HEAD_FILE = "value_head.safetensors"
 CONFIG_FILE = "prm_config.json"
 HEAD_INIT_SEED = 1234  # fixed: a fresh head is the same on every worker and every run
-HEADS = ("linear", "likelihood")
+HEADS = ("linear", "likelihood", "logprob")
+LOGPROB_HEADS = ("likelihood", "logprob")  # heads that read the LM's token log-probabilities
 LIKELIHOOD_FEATURES = ("solution_min", "solution_mean", "last_step_min", "last_step_mean")
 LOGPROB_FLOOR = -20.0  # token log-probabilities are clamped here,
 LOGPROB_SCALE = 10.0  # then divided by this: features in [-2, 0]
@@ -47,7 +53,11 @@ MLP_WIDTH = 64
 # this // vocabulary size (2**24: 512 rows of a 32k vocabulary, 110 of a 152k one; about 3 such tensors
 # exist at the peak: the LM head's output, its float copy, logsumexp's temporary).
 LOGPROB_CHUNK_ELEMENTS = 1 << 24
-SAVED_NAMES = {"linear": "linear_sigmoid", "likelihood": "likelihood_mlp"}  # head kind -> prm_config "head"
+SAVED_NAMES = {
+    "linear": "linear_sigmoid",
+    "likelihood": "likelihood_mlp",
+    "logprob": "logprob_mlp",
+}  # head kind -> prm_config "head"
 
 
 class ValueHeadModel(nn.Module):
@@ -65,14 +75,14 @@ class ValueHeadModel(nn.Module):
         self.backbone = backbone
         # A base model (no LM head) returns `last_hidden_state`; a *ForCausalLM one only `hidden_states`.
         self._has_lm_head = backbone.get_output_embeddings() is not None
-        if head == "likelihood":
+        if head in LOGPROB_HEADS:
             if not self._has_lm_head:
-                raise ValueError("the likelihood PRM head needs a backbone with its LM head")
+                raise ValueError(f"the {head} PRM head needs a backbone with its LM head")
             # Models whose forward takes `logits_to_keep` skip their own full-vocabulary LM head call;
             # others (remote code) still compute logits, which are then read chunk by chunk.
             params = inspect.signature(backbone.forward).parameters
             self._skip_logits = "logits_to_keep" in params
-            width = hidden_size + len(LIKELIHOOD_FEATURES)
+            width = (hidden_size if head == "likelihood" else 0) + len(LIKELIHOOD_FEATURES)
             self.value_head: nn.Module = nn.Sequential(
                 nn.Linear(width, MLP_WIDTH), nn.GELU(), nn.Linear(MLP_WIDTH, 1)
             )
@@ -104,7 +114,7 @@ class ValueHeadModel(nn.Module):
         solution_mask: torch.Tensor | None = None,
         last_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        likelihood = self.head_kind == "likelihood"
+        likelihood = self.head_kind in LOGPROB_HEADS
         extra = {}
         if likelihood and self._skip_logits:  # an empty position index: the LM head sees (B, 0, H)
             extra["logits_to_keep"] = torch.zeros(0, dtype=torch.long, device=input_ids.device)
@@ -134,7 +144,8 @@ class ValueHeadModel(nn.Module):
                 )
             else:
                 stats = likelihood_features(out.logits, input_ids, sol, tail)
-            features = torch.cat([features, stats.to(head_dtype)], dim=-1)
+            stats = stats.to(head_dtype)
+            features = torch.cat([features, stats], dim=-1) if self.head_kind == "likelihood" else stats
         logits = self.value_head(features).squeeze(-1)
         return torch.sigmoid(logits.float())
 
@@ -330,7 +341,7 @@ def load_prm(
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    auto = AutoModelForCausalLM if kind == "likelihood" else AutoModel
+    auto = AutoModelForCausalLM if kind in LOGPROB_HEADS else AutoModel
     backbone = auto.from_pretrained(
         path, dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True
     )
@@ -354,7 +365,7 @@ def save_prm(model: ValueHeadModel, tokenizer: Any, path: str, extra: dict | Non
         k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.value_head.state_dict().items()
     }
     save_file(head, os.path.join(path, HEAD_FILE))
-    likelihood = model.head_kind == "likelihood"
+    likelihood = model.head_kind in LOGPROB_HEADS
     meta = {
         "head": SAVED_NAMES[model.head_kind],
         "read_at": "last_real_token",

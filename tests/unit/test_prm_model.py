@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from models.prm import (
     HEAD_FILE,
+    LIKELIHOOD_FEATURES,
     ValueHeadModel,
     encode,
     last_real_index,
@@ -148,6 +151,37 @@ def test_likelihood_head_padding_independent_and_round_trips(base_dir, tmp_path)
     again, tok2 = load_prm(str(out))  # the saved kind wins over the default head="linear"
     assert again.head_kind == "likelihood"
     assert score_texts(again, tok2, items, 256, 4) == pytest.approx(sides["right"], abs=1e-6)
+
+
+def test_logprob_head_sees_only_the_four_features(base_dir, tmp_path):
+    """The logprob head is an MLP on the log-probability features alone: its value is a function of them
+    (two texts with the same features score the same, whatever their hidden states), and it round-trips."""
+    model, tok = load_prm(base_dir, head="logprob")
+    assert model.head_kind == "logprob" and model.value_head[0].in_features == len(LIKELIHOOD_FEATURES)
+    with torch.no_grad():
+        model.value_head[-1].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    items = likelihood_inputs()
+    enc = encode(tok, items, max_length=256)
+    seen = []
+    hook = model.value_head.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach()))
+    values = score_texts(model, tok, items, max_length=256, batch_size=len(items))
+    hook.remove()
+    with torch.no_grad():
+        out = model.backbone(
+            **{k: enc[k] for k in ("input_ids", "attention_mask")}, output_hidden_states=True
+        )
+    real = enc["attention_mask"].bool()
+    sol = real & enc["solution_mask"].bool() & torch.nn.functional.pad(real[:, :-1], (1, 0), value=False)
+    want = likelihood_features(out.logits, enc["input_ids"], sol, sol & enc["last_mask"].bool())
+    order = sorted(range(len(items)), key=lambda i: len(items[i].text))
+    torch.testing.assert_close(seen[0], want[order], atol=1e-5, rtol=1e-5)
+    out_dir = tmp_path / "prm"
+    save_prm(model, tok, str(out_dir))
+    assert saved_head(str(out_dir)) == "logprob"
+    assert json.loads((out_dir / "prm_config.json").read_text())["head"] == "logprob_mlp"
+    again, tok2 = load_prm(str(out_dir))
+    assert again.head_kind == "logprob"
+    assert score_texts(again, tok2, items, 256, 4) == pytest.approx(values, abs=1e-6)
 
 
 def test_unknown_head_is_refused(base_dir):
