@@ -226,6 +226,9 @@ class SelectionConfig:
     # round-0 SFT examples (the warm start's worked solutions; tasks with a warm-start set) mixed into
     # every round's policy SFT, a fixed sample: 0 = the paper's recipe (self-generated traces only)
     sft_replay: int = 0
+    # where each round's policy training starts: round0 = the round-0 policy on the traces of rounds 1..k
+    # (the paper's recipe) | previous = round k-1's policy on round k's traces only
+    sft_from: str = "round0"
     authors_min_value: float = 0.2
     authors_min_chars: int = 50
 
@@ -322,6 +325,7 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("train", "evaluate", "compare"),
     "method": ("rest_mcts", "rest_em", "self_rewarding"),
+    "selection.sft_from": ("round0", "previous"),
     "search.roll_policy": ("greedy", "random", "none"),
     "search.use_reflection": ("none", "simple", "common"),
     "search.sample_value": ("simple", "full"),

@@ -31,9 +31,10 @@ def prompt_tokenizer(cfg: DictConfig) -> Any:
     return load(cfg.backbone, paths.tokenizer_dir)
 
 
-def accumulated(run: RunDir, k: int, name: str, cls):
+def accumulated(run: RunDir, k: int, name: str, cls, first: int = 1):
+    """The rows of `round_<j>/<name>` for j = first..k."""
     rows = []
-    for j in range(1, k + 1):
+    for j in range(first, k + 1):
         path = run.round_dir(j) / name
         if path.exists():
             rows += [from_dict(cls, r) for r in read_jsonl(path)]
@@ -64,12 +65,21 @@ def train_on_rounds(
     return [out], {key: str(out), "examples": len(rows), **(extra or {}), **scalars(metrics)}
 
 
+def policy_start(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int, name: str, cls):
+    """(start directory, training rows) of round k's policy job, by `selection.sft_from`: `round0` = the
+    round-0 policy on the data of rounds 1..k (the paper's recipe); `previous` = round k-1's policy on
+    round k's data only."""
+    if cfg.selection.sft_from == "previous":
+        return models["policy_dir"], accumulated(run, k, name, cls, first=k)
+    return models["policy_dir0"], accumulated(run, k, name, cls)
+
+
 def train_policy(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
-    """Policy SFT from the round-0 policy on the traces of rounds 1..k (the paper's recipe), plus
+    """Policy SFT (from where `selection.sft_from` says: `policy_start`) on the selected traces, plus
     `selection.sft_replay` replayed round-0 examples."""
     from trainers.sft import train_sft
 
-    examples = accumulated(run, k, "sft.jsonl", SFTExample)
+    start, examples = policy_start(cfg, run, models, k, "sft.jsonl", SFTExample)
     replay = replay_examples(cfg, cfg.selection.sft_replay) if examples else []
     if replay:
         log.info("round %d: SFT on %d traces + %d replayed round-0 examples", k, len(examples), len(replay))
@@ -77,7 +87,7 @@ def train_policy(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
     def job(out: str) -> dict[str, Any]:
         check_job_fits(cfg.backbone.sft, "SFT workers", "backbone.sft")
         return train_sft(
-            models["policy_dir0"],
+            start,
             examples + replay,
             out,
             cfg.backbone.sft,

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from loop.methods import samples
-from loop.methods.common import accumulated, keep_prm, prompt_tokenizer, train_on_rounds
+from loop.methods.common import keep_prm, policy_start, prompt_tokenizer, train_on_rounds
 from loop.methods.phases import MethodPhases
 from loop.session import check_job_fits
 from pipeline.baselines import (
@@ -108,15 +108,16 @@ def select_pairs(cfg: DictConfig, run: RunDir, train: list[Question], k: int):
 
 
 def train_policy_dpo(cfg: DictConfig, run: RunDir, models: dict[str, Any], k: int):
-    """DPO from the round-0 policy on the pairs of rounds 1..k (reference: the round-0 policy)."""
+    """DPO from where `selection.sft_from` says (`policy_start`: the round-0 policy on the pairs of rounds
+    1..k, or round k-1's policy on round k's pairs); the reference model is the start policy."""
     from trainers.dpo import train_dpo
 
-    pairs = accumulated(run, k, PAIRS_FILE, PreferencePair)
+    start, pairs = policy_start(cfg, run, models, k, PAIRS_FILE, PreferencePair)
 
     def job(out: str) -> dict[str, Any]:
         check_job_fits(cfg.baselines.dpo, "DPO workers", "baselines.dpo")
         return train_dpo(
-            models["policy_dir0"],
+            start,
             pairs,
             out,
             cfg.baselines.dpo,
