@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from models.backbones import _cached, _key, prompt_tokenizer, resolve_backbone
+from pipeline.progress import Progress
 from pipeline.prompting import PromptFormat
 from pipeline.tasks import BUILTIN, builtin
 from trainers.job import train_cfg_dict
@@ -221,6 +222,7 @@ def sample_solutions(
     prompts = [fmt.prompt(q.content, render) for q in questions for _ in range(n)]
     torch.manual_seed(seed)
     texts: list[str] = []
+    bar = Progress("initial PRM: own samples for D_V0", total=len(prompts), unit="solutions")
     for i in range(0, len(prompts), batch):
         enc = tokenizer(
             prompts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=fmt.style == "plain"
@@ -236,6 +238,8 @@ def sample_solutions(
                 eos_token_id=tokenizer.eos_token_id,
             )
         texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        bar.update(len(prompts[i : i + batch]))
+    bar.close()
     solutions = []
     for text in texts:
         steps: list[str] = []
