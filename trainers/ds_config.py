@@ -58,11 +58,15 @@ def build_ds_config(train_cfg: Any, world_size: int, total_steps: int | None) ->
         optimizer_params["torch_adam"] = True
 
     warmup = warmup_steps(train_cfg, total_steps or 0)
+    # DeepSpeed's linear warmup gives step 0 exactly warmup_min_lr: with 0 there, the first update of every
+    # job was lost (a 1-step job learned nothing). lr / (warmup + 1) is what the in-process engine's first
+    # step gets (trainers/engine.py), so both engines start alike.
+    first_lr = float(train_cfg.lr) / (warmup + 1)
     if total_steps:
         scheduler = {
             "type": "WarmupDecayLR",
             "params": {
-                "warmup_min_lr": 0.0,
+                "warmup_min_lr": first_lr,
                 "warmup_max_lr": float(train_cfg.lr),
                 "warmup_num_steps": warmup,
                 "total_num_steps": int(total_steps),
@@ -73,7 +77,7 @@ def build_ds_config(train_cfg: Any, world_size: int, total_steps: int | None) ->
         scheduler = {
             "type": "WarmupLR",
             "params": {
-                "warmup_min_lr": 0.0,
+                "warmup_min_lr": first_lr,
                 "warmup_max_lr": float(train_cfg.lr),
                 "warmup_num_steps": warmup,
                 "warmup_type": "linear",

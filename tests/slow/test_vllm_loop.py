@@ -33,7 +33,10 @@ def test_one_iteration_with_the_vllm_engine(tmp_path):
     except BackboneError as e:
         pytest.skip(str(e))
     data = tmp_path / "word.jsonl"
-    subprocess.run([sys.executable, "bench/make_word_problems.py", "16", str(data)], cwd=ROOT, check=True)
+    # --mix: half one-step problems, which SmolLM2-135M partly solves, so the search finds traces to train on
+    subprocess.run(
+        [sys.executable, "bench/make_word_problems.py", "24", str(data), "--mix"], cwd=ROOT, check=True
+    )
     runs = tmp_path / "runs"
     cmd = [
         sys.executable,
@@ -45,7 +48,7 @@ def test_one_iteration_with_the_vllm_engine(tmp_path):
         "policy.engine=vllm",
         "iteration=1",
         "eval.methods=[cot,mcts]",
-        "search.iteration_limit=3",
+        "search.iteration_limit=6",
         "eval.search.iteration_limit=2",
         "backbone.sft.max_steps=4",
         "backbone.prm_train.max_steps=4",
@@ -60,6 +63,10 @@ def test_one_iteration_with_the_vllm_engine(tmp_path):
     done = {(e.get("round"), e.get("phase")) for e in events if e.get("event") == "phase_end"}
     for phase in ("search", "values", "sft", "prm", "eval"):
         assert (1, phase) in done, f"round 1 {phase} never finished: {sorted(done)}"
+    search = next(e for e in events if e.get("event") == "phase_end" and e["phase"] == "search")
+    assert search["solved"] > 0, (
+        f"the vLLM search solved no training question: nothing to train on ({search})"
+    )
     # the engine really served the evaluations: both rounds have answers from the policy
     for k in (0, 1):
         report = json.loads((run / f"round_{k}" / "eval.json").read_text())

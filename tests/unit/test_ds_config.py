@@ -77,3 +77,22 @@ def test_cpu_uses_torch_adamw_gpu_fused():
     gpu = build_ds_config(TrainConfig(use_gpu=True), world_size=1, total_steps=10)
     assert cpu["optimizer"]["params"].get("torch_adam") is True
     assert "torch_adam" not in gpu["optimizer"]["params"]
+
+
+@pytest.mark.parametrize("total", [1, 2, 100])
+def test_first_step_learns_and_matches_the_in_process_engine(total):
+    """DeepSpeed's WarmupDecayLR gives step 0 exactly warmup_min_lr: it must not be 0 (a 1-step job would
+    learn nothing), and it is the in-process engine's first learning rate."""
+    lr_schedules = pytest.importorskip("deepspeed.runtime.lr_schedules")
+    import torch
+
+    from trainers.engine import TorchEngine
+
+    cfg = TrainConfig(lr=1e-3, warmup_ratio=0.1)
+    params = build_ds_config(cfg, world_size=1, total_steps=total)["scheduler"]["params"]
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = lr_schedules.WarmupDecayLR(opt, **params)
+    ds_first = sched.get_lr()[0]
+    engine = TorchEngine(torch.nn.Linear(1, 1), cfg, total)
+    assert ds_first > 0
+    assert ds_first == pytest.approx(engine.optimizer.param_groups[0]["lr"])
