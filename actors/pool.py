@@ -135,14 +135,14 @@ class Pool:
         search_cfg: Any,
         progress: Callable[[dict[str, Any]], None] | None = None,
         progress_every: float = 30.0,
-        on_shard: Callable[[Shard, int], None] | None = None,
+        on_shard: Callable[[Shard], None] | None = None,
     ) -> list[str]:
         """Run every shard on the search workers (one shard per worker at a time); returns the shard
         files in `shards` order. The workers return each shard's rows through Ray's object store and this
         process (the driver) writes the file atomically as each shard arrives, so the workers need no
         access to the run directory and a killed run keeps every shard finished so far.
-        `progress(self.progress())` is called every `progress_every` seconds; `on_shard(shard, trees)` once
-        per shard as its file is written."""
+        `progress(self.progress())` is called every `progress_every` seconds; `on_shard(shard)` once per
+        shard as its file is written."""
         import ray
 
         pending = deque(shards)
@@ -161,7 +161,7 @@ class Pool:
                 if self._collect(ready[0], w, shard, paths, failures):
                     pending.appendleft(shard)
                 elif on_shard is not None:
-                    on_shard(shard, len(shard.questions))
+                    on_shard(shard)
                 free.append(w)
             if progress and time.monotonic() - last >= progress_every:
                 progress(self.progress())

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from conf.load import compose
-    from models.prm import encode, likelihood_features
+    from models.prm import encode, feature_masks, likelihood_features
     from pipeline.prompting import PromptFormat
     from pipeline.tasks import builtin
 
@@ -66,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     def features(question: str, steps: list[str]) -> list[float]:
         enc = encode(tok, [fmt.prm_text(question, steps)], max_length=1024)
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-        real = enc["attention_mask"].bool()
-        sol = real & enc["solution_mask"].bool() & torch.nn.functional.pad(real[:, :-1], (1, 0), value=False)
-        return likelihood_features(logits, enc["input_ids"], sol, sol & enc["last_mask"].bool())[0].tolist()
+        sol, tail = feature_masks(enc["attention_mask"], enc["solution_mask"], enc["last_mask"])
+        return likelihood_features(logits, enc["input_ids"], sol, tail)[0].tolist()
 
     value_of_state = getattr(task, "value_of_state", None)
     ends: dict[bool, list[tuple[list[float], float]]] = {True: [], False: []}

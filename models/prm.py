@@ -132,12 +132,7 @@ class ValueHeadModel(nn.Module):
         head_dtype = self._out_layer().weight.dtype
         features = picked.to(head_dtype)
         if likelihood:
-            real = attention_mask.bool()
-            sol = real if solution_mask is None else real & solution_mask.bool()
-            # a token counts only after a real token: without masks and left padding, the first real
-            # token would otherwise be read from a padding position (then the padding side mattered)
-            sol = sol & torch.nn.functional.pad(real[:, :-1], (1, 0), value=False)
-            tail = sol if last_mask is None else sol & last_mask.bool()
+            sol, tail = feature_masks(attention_mask, solution_mask, last_mask)
             if self._skip_logits:
                 stats = hidden_likelihood_features(
                     hidden, self.backbone.get_output_embeddings(), input_ids, sol, tail
@@ -148,6 +143,22 @@ class ValueHeadModel(nn.Module):
             features = torch.cat([features, stats], dim=-1) if self.head_kind == "likelihood" else stats
         logits = self.value_head(features).squeeze(-1)
         return torch.sigmoid(logits.float())
+
+
+def feature_masks(
+    attention_mask: torch.Tensor,
+    solution_mask: torch.Tensor | None = None,
+    last_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(solution, last step) boolean masks of the tokens whose log-probabilities the features pool.
+
+    Without masks every real token counts as solution and last step. A token counts only after a real
+    token: without masks and left padding, the first real token would otherwise be read from a padding
+    position (then the padding side mattered)."""
+    real = attention_mask.bool()
+    sol = real if solution_mask is None else real & solution_mask.bool()
+    sol = sol & torch.nn.functional.pad(real[:, :-1], (1, 0), value=False)
+    return sol, (sol if last_mask is None else sol & last_mask.bool())
 
 
 def likelihood_features(

@@ -123,8 +123,9 @@ def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: i
     train_cfg = backbone_cfg.initial_prm
     questions = dv0_questions(task_cfg, seed)
     data = {"dv0_set": _digest(questions), "size": len(questions), "corruptions": task_cfg.dv0_corruptions}
-    # countdown: the policy's own samples labelled by the exact solver join D_V0
-    n_samples = int(task_cfg.dv0_samples) if task_cfg.name == "countdown" else 0
+    dv0 = _dv0_module(questions)
+    # where the task's D_V0 can value them (countdown's exact solver), the policy's own samples join D_V0
+    n_samples = int(task_cfg.dv0_samples) if hasattr(dv0, "label_samples") else 0
     if n_samples:  # only then in the key: entries built before this option keep theirs
         data["samples"] = n_samples
     spec = dict(_spec("initial_prm", base, backbone_cfg, data, train_cfg, seed), head=backbone_cfg.prm_head)
@@ -134,9 +135,7 @@ def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: i
         extra = []
         if n_samples:
             sampled = sample_solutions(base, questions, n_samples, seed, fmt, backbone_cfg)
-            from pipeline.tasks.countdown_dv0 import label_samples
-
-            extra = label_samples(questions, sampled, fmt.answer_prefix)
+            extra = dv0.label_samples(questions, sampled, fmt.answer_prefix)
             log.info("initial PRM: %d examples from %d own samples per question", len(extra), n_samples)
         metrics = build_initial_prm(
             base,
@@ -177,12 +176,10 @@ def build_initial_prm(
     """
     from trainers.prm_train import train_prm
 
-    if questions and questions[0].source == "countdown":  # values from the exact solver
-        from pipeline.tasks.countdown_dv0 import build_dv0
-    else:
-        from trainers.dv0 import build_dv0
     fmt = fmt or PromptFormat()
-    examples = build_dv0(questions, seed=seed, corruptions=corruptions, answer_prefix=fmt.answer_prefix)
+    examples = _dv0_module(questions).build_dv0(
+        questions, seed=seed, corruptions=corruptions, answer_prefix=fmt.answer_prefix
+    )
     seen = {(e.question_id, e.steps) for e in examples}
     examples += [e for e in extra or [] if (e.question_id, e.steps) not in seen]
     log.info("initial PRM: %d D_V0 examples from %d questions", len(examples), len(questions))
@@ -199,6 +196,19 @@ def build_initial_prm(
     )
     (out.parent / "prm_metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def _dv0_module(questions: list) -> Any:
+    """The module that builds D_V0 for these questions (`build_dv0`, and `label_samples` where the policy's
+    own samples can be valued too): countdown's exact solver (pipeline.tasks.countdown_dv0), else gold
+    prefixes and corrupted branches (trainers.dv0)."""
+    if questions and questions[0].source == "countdown":
+        from pipeline.tasks import countdown_dv0
+
+        return countdown_dv0
+    from trainers import dv0
+
+    return dv0
 
 
 def sample_solutions(

@@ -52,7 +52,7 @@ def search(cfg: DictConfig, run: RunDir, get_pool: Any, train: list[Question], k
     if todo:
         questions = sum(len(s.questions) for s in todo)
         with Progress(f"search round {k}", questions, "questions", logger=log) as bar:
-            get_pool().run_shards(todo, cfg.search, on_shard=lambda shard, n: bar.update(n))
+            get_pool().run_shards(todo, cfg.search, on_shard=lambda shard: bar.update(len(shard.questions)))
     rows = [tree for s in shards for tree in load_shard(s.out_path)]
     info = {
         "shards": len(shards),

@@ -60,8 +60,7 @@ MIN_DIFFICULTY, MAX_DIFFICULTY = 2, 5
 MAX_NUMBER, MIN_TARGET, MAX_TARGET = 20, 10, 100  # defaults
 ANSWER_PREFIX = "The answer is"
 SOURCE = "countdown"
-CHARS = "0123456789+-*/=() :\nTheanswrilft"
-LABEL_SAMPLES = True  # D_V0 also labels the round-0 policy's own samples (label_samples)  # every character of the task's text (tiny vocabulary)
+CHARS = "0123456789+-*/=() :\nTheanswrilft"  # every character of the task's text (tiny vocabulary)
 
 _QUESTION = re.compile(r"\s*([0-9]+(?:\s+[0-9]+)*)\s+to\s+([0-9]+)\s*")
 _STEP = re.compile(
