@@ -16,14 +16,9 @@ from collections.abc import Callable, Sequence
 
 from pipeline.grading import DEFAULT_TIMEOUT, extract_answer, grade
 from pipeline.records import Question
-from pipeline.tasks import countdown
+from pipeline.tasks.rules import task_verifier
 
 Check = Callable[[Sequence[str], "str | None"], "bool | None"]
-
-# Question.source -> verifier(question, steps) of the tasks whose derivation must be checked
-TASK_VERIFIERS: dict[str, Callable[[Question, Sequence[str], str], bool]] = {
-    countdown.SOURCE: lambda q, steps, prefix: countdown.verify(q, list(steps), prefix),
-}
 
 
 def answer_check(
@@ -60,9 +55,9 @@ def solution_check(
     """The Check of `question`: its task's verifier (which reads the answer line by `answer_prefix`)
     when it has one, else its gold answer's (reading answers by `fallbacks` too, see answer_check);
     None when neither exists."""
-    verifier = TASK_VERIFIERS.get(question.source)
+    verifier = task_verifier(question)
     if verifier is not None:
-        return lambda steps, answer: verifier(question, steps, answer_prefix)
+        return lambda steps, answer: verifier(steps, answer_prefix)
     if question.answer is None:
         return None
     return answer_check(question.answer, timeout, answer_prefix, tuple(fallbacks))

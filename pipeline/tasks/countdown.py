@@ -370,3 +370,47 @@ def value_of_state(
     state = apply_steps(numbers, lines) or ()  # every line is a legal operation here
     made = state[0] == target if lines else target in numbers
     return float(made or can_finish(tuple(sorted(state)), target))
+
+
+# ------------------------------------------------------------------------- the rules a search plays by
+
+# A search may trust the verifier at test time: it needs the question only, never the gold answer.
+VERIFIABLE_AT_TEST_TIME = True
+
+
+def step_rule(question: Question | str, steps: Sequence[str], answer_prefix: str = ANSWER_PREFIX) -> str:
+    """The last step of a partial solution judged by the rules (pipeline.tasks.rules): `solved` when the
+    whole trace verifies (it ends with a right answer line), `illegal` when any line is wrong (bad
+    arithmetic, a number not available, a wrong `left` list, garbage, an answer too early or wrong, a line
+    after the answer), else `legal`. The empty solution is `legal`."""
+    from pipeline.tasks.rules import ILLEGAL, LEGAL, SOLVED
+
+    check = check_trace(question, steps, answer_prefix)
+    if check.correct:
+        return SOLVED
+    return LEGAL if check.first_error == len(check.steps) else ILLEGAL
+
+
+def _state(question: Question | str, steps: Sequence[str]) -> tuple[tuple[int, ...], int]:
+    """(numbers left, target) after `steps` (legal operation lines; an answer line is skipped)."""
+    numbers, target, lines = _split(question, steps)
+    ops = [line for line in lines if parse_step(line) is not None]
+    state = apply_steps(numbers, ops)
+    if state is None:
+        raise ValueError(f"not a legal partial solution of {target}: {lines!r}")
+    return state, target
+
+
+def state_key(question: Question | str, steps: Sequence[str], answer_prefix: str = ANSWER_PREFIX):
+    """Two legal partial solutions with the same key are the same search state: the sorted multiset of
+    numbers left (and whether the answer line was written), whatever lines led there."""
+    state, _ = _state(question, steps)
+    answered = bool(steps) and steps[-1].strip().startswith(answer_prefix)
+    return (tuple(sorted(state)), answered)
+
+
+def state_text(question: Question | str, steps: Sequence[str]) -> str:
+    """The whole state of a legal partial solution as text, `24 5 2 to 41` (numbers left, largest first,
+    then the target): countdown is Markov, so this is all a value model needs to read."""
+    state, target = _state(question, steps)
+    return format_question(sorted(state, reverse=True), target)
