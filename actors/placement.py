@@ -6,8 +6,9 @@ be placed fails at once with one line naming the config keys, instead of waiting
     wait_until_placeable(asks, timeout_s=cfg.pool.placement_timeout_s)   # Ray: the probe and the wait
 
 `never_fits` compares what the pool asks for (policy replicas x backbone.policy_resources, PRM replicas
-x backbone.prm_resources, pool.search_workers x pool.worker_num_cpus; CPU and GPU) with the cluster's
-total resources, and checks that the largest single actor fits on some node.
+x backbone.prm_resources, pool.search_workers x pool.worker_num_cpus; CPU, GPU and the custom resources
+of `*.resources` / `pool.worker_resources`, which place actors on the nodes that have them) with the
+cluster's total resources, and checks that every single actor fits on some node.
 
 Assumption: the cluster is FIXED — a locally started Ray, or a joined cluster whose nodes are all up.
 Its total is what it will ever have, so "the total is too small" means "never". An autoscaling cluster
@@ -34,7 +35,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 EPS = 1e-9
-RESOURCES = (("CPU", "num_cpus", "CPUs"), ("GPU", "num_gpus", "GPUs"))
 
 
 class PlacementError(RuntimeError):
@@ -52,12 +52,36 @@ class Ask:
     cpu_key: str
     gpu_key: str | None
     count_key: str
+    custom: tuple[tuple[str, float], ...] = ()  # custom Ray resources per actor: (name, amount)
+    custom_key: str | None = None  # the config key holding `custom`, e.g. "pool.worker_resources"
 
     def per(self, resource: str) -> float:
-        return self.cpus if resource == "CPU" else self.gpus
+        if resource in ("CPU", "GPU"):
+            return self.cpus if resource == "CPU" else self.gpus
+        return dict(self.custom).get(resource, 0.0)
 
     def key(self, resource: str) -> str | None:
-        return self.cpu_key if resource == "CPU" else self.gpu_key
+        if resource in ("CPU", "GPU"):
+            return self.cpu_key if resource == "CPU" else self.gpu_key
+        return f"{self.custom_key}.{resource}" if self.custom_key else None
+
+    def resources(self) -> dict[str, float]:
+        """What one actor asks of Ray: every resource with a positive amount."""
+        every = {"CPU": self.cpus, "GPU": self.gpus, **dict(self.custom)}
+        return {r: float(v) for r, v in every.items() if v > 0}
+
+
+def _custom(resources: Any) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((str(k), float(v)) for k, v in dict(resources or {}).items()))
+
+
+def resource_names(asks: Sequence[Ask]) -> list[str]:
+    """CPU, GPU, then the custom resources the asks use (sorted)."""
+    return ["CPU", "GPU", *sorted({r for a in asks for r, _ in a.custom} - {"CPU", "GPU"})]
+
+
+def _plural(resource: str) -> str:
+    return {"CPU": "CPUs", "GPU": "GPUs"}.get(resource, f"of resource '{resource}'")
 
 
 def pool_asks(backbone: Any, policy: Any, prm: Any, pool: Any) -> list[Ask]:
@@ -72,6 +96,8 @@ def pool_asks(backbone: Any, policy: Any, prm: Any, pool: Any) -> list[Ask]:
             "backbone.policy_resources.num_cpus",
             "backbone.policy_resources.num_gpus",
             "policy.replicas",
+            _custom(pr.resources),
+            "backbone.policy_resources.resources",
         ),
         Ask(
             "prm",
@@ -81,6 +107,8 @@ def pool_asks(backbone: Any, policy: Any, prm: Any, pool: Any) -> list[Ask]:
             "backbone.prm_resources.num_cpus",
             "backbone.prm_resources.num_gpus",
             "prm.replicas",
+            _custom(vr.resources),
+            "backbone.prm_resources.resources",
         ),
         Ask(
             "search workers",
@@ -90,12 +118,22 @@ def pool_asks(backbone: Any, policy: Any, prm: Any, pool: Any) -> list[Ask]:
             "pool.worker_num_cpus",
             None,
             "pool.search_workers",
+            _custom(pool.worker_resources),
+            "pool.worker_resources",
         ),
     ]
 
 
-def train_asks(label: str, num_workers: int, cpus_per_worker: float, use_gpu: bool, prefix: str) -> list[Ask]:
-    """What a Ray Train job asks for (`prefix`: e.g. "backbone.sft"): one GPU per worker with use_gpu."""
+def train_asks(
+    label: str,
+    num_workers: int,
+    cpus_per_worker: float,
+    use_gpu: bool,
+    prefix: str,
+    worker_resources: Any = None,
+) -> list[Ask]:
+    """What a Ray Train job asks for (`prefix`: e.g. "backbone.sft"): one GPU per worker with use_gpu,
+    plus `train.worker_resources` (custom resources per worker)."""
     return [
         Ask(
             label,
@@ -105,6 +143,8 @@ def train_asks(label: str, num_workers: int, cpus_per_worker: float, use_gpu: bo
             f"{prefix}.cpus_per_worker",
             f"{prefix}.use_gpu",
             f"{prefix}.num_workers",
+            _custom(worker_resources),
+            "train.worker_resources",
         )
     ]
 
@@ -119,13 +159,12 @@ def _num(x: float) -> str:
 
 def describe(asks: Sequence[Ask], resource: str) -> str:
     """'2.5 CPUs (policy 1 x 1 [backbone.policy_resources.num_cpus], ...)' for the asks using `resource`."""
-    name = dict((r, n) for r, _, n in RESOURCES)[resource]
     parts = [
         f"{a.label} {a.count} x {_num(a.per(resource))} [{a.key(resource)}]"
         for a in asks
         if a.count > 0 and a.per(resource) > 0
     ]
-    return f"{_num(needed(asks, resource))} {name} ({', '.join(parts)})"
+    return f"{_num(needed(asks, resource))} {_plural(resource)} ({', '.join(parts)})"
 
 
 def _keys(asks: Sequence[Ask], resource: str) -> list[str]:
@@ -136,30 +175,57 @@ def _keys(asks: Sequence[Ask], resource: str) -> list[str]:
     return out
 
 
+def _fits(one: dict[str, float], node: dict[str, float]) -> bool:
+    return all(v <= float(node.get(r, 0.0)) + EPS for r, v in one.items())
+
+
+def _node_problems(asks: Sequence[Ask], nodes: Sequence[dict[str, float]]) -> tuple[list[str], list[str]]:
+    """(problems, keys) for actors that no single node can hold although the cluster's total could."""
+    problems: list[str] = []
+    keys: list[str] = []
+    for a in (a for a in asks if a.count > 0 and not any(_fits(a.resources(), n) for n in nodes)):
+        one = a.resources()
+        short = [r for r in one if one[r] > max(float(n.get(r, 0.0)) for n in nodes) + EPS]
+        if short:  # one resource alone is more than any node has
+            r = short[0]
+            biggest = max(float(n.get(r, 0.0)) for n in nodes)
+            problems.append(
+                f"one {a.label} actor needs {_num(one[r])} {_plural(r)} [{a.key(r)}] "
+                f"but the largest Ray node has {_num(biggest)}"
+            )
+            keys += [k for k in (a.key(r),) if k and k not in keys]
+        else:  # each resource exists somewhere, never all on one node
+            what = ", ".join(f"{r} {_num(v)}" for r, v in one.items())
+            problems.append(f"one {a.label} actor needs {what} on one node but no Ray node has all of it")
+            keys += [k for r in one if (k := a.key(r)) and k not in keys]
+    return problems, keys
+
+
+def can_host(asks: Sequence[Ask], node: dict[str, float]) -> bool:
+    """Could Ray place at least one of these actors on a node with these total resources?"""
+    return any(a.count > 0 and _fits(a.resources(), node) for a in asks)
+
+
 def never_fits(
     asks: Sequence[Ask], totals: dict[str, float], nodes: Sequence[dict[str, float]] | None = None
 ) -> str | None:
     """One line saying why `asks` can never be placed on a fixed cluster with `totals` (and `nodes`, the
     per-node resources: an actor must fit on one node), or None when it can."""
-    problems, keys = [], []
-    for resource, _, name in RESOURCES:
+    problems, keys, missing = [], [], []
+    for resource in resource_names(asks):
         need, have = needed(asks, resource), float(totals.get(resource, 0.0))
         if need > have + EPS:
             problems.append(f"{describe(asks, resource)} but the Ray cluster has {_num(have)}")
             keys += [k for k in _keys(asks, resource) if k not in keys]
-            continue
-        if nodes:
-            biggest = max(float(n.get(resource, 0.0)) for n in nodes)
-            for a in asks:
-                if a.count > 0 and a.per(resource) > biggest + EPS:
-                    problems.append(
-                        f"one {a.label} actor needs {_num(a.per(resource))} {name} [{a.key(resource)}] "
-                        f"but the largest Ray node has {_num(biggest)}"
-                    )
-                    keys += [k for k in (a.key(resource),) if k and k not in keys]
+            missing += [resource] if resource not in ("CPU", "GPU") else []
+    if not problems and nodes:
+        problems, keys = _node_problems(asks, nodes)
     if not problems:
         return None
     msg = f"the pool needs {' and '.join(problems)}; lower {', '.join(keys)}"
+    if missing:
+        spec = ", ".join(f'"{r}": N' for r in missing)
+        msg += f" (or start the nodes meant for them with ray start --resources='{{{spec}}}')"
     if needed(asks, "GPU") > EPS and float(totals.get("GPU", 0.0)) < EPS:
         msg += (
             " (this backbone is sized for GPU nodes: join a Ray cluster with GPUs, ray.address=auto, or set "
@@ -171,7 +237,7 @@ def never_fits(
 def shortfall(asks: Sequence[Ask], available: dict[str, float]) -> str:
     """What is pending right now: 'CPU 2.5 needed, 1 available; ...' (only the short resources)."""
     out = []
-    for resource, _, _ in RESOURCES:
+    for resource in resource_names(asks):
         need = needed(asks, resource)
         if need > EPS:
             have = float(available.get(resource, 0.0))
@@ -184,7 +250,7 @@ def bundles(asks: Sequence[Ask]) -> list[dict[str, float]]:
     """One placement-group bundle per actor (actors that ask for nothing need no bundle)."""
     out = []
     for a in asks:
-        b = {r: a.per(r) for r, _, _ in RESOURCES if a.per(r) > 0}
+        b = a.resources()
         out += [dict(b) for _ in range(a.count)] if b else []
     return out
 

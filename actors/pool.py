@@ -7,7 +7,9 @@
     pool.shutdown()
 
 Actors are named `policy-<i>`, `prm-<i>`, `search-<i>` (the dashboard shows them) and take `num_cpus` /
-`num_gpus` from `backbone.policy_resources`, `backbone.prm_resources`, `pool.worker_num_cpus`. Before
+`num_gpus` from `backbone.policy_resources`, `backbone.prm_resources`, `pool.worker_num_cpus`, and custom
+Ray resources (placement on a cluster's nodes) from their `resources` / `pool.worker_resources`; once up,
+the pool logs the node each actor runs on (`placement()`). Before
 they are created, `actors.placement` checks that the cluster can hold them (`PlacementError` at once when
 it never can; a wait with progress lines, up to `pool.placement_timeout_s`, while it is busy).
 Search workers write no files: they return each shard's rows and the pool writes the shard file.
@@ -79,15 +81,15 @@ class Pool:
         res = self.backbone.policy_resources
         policy_cls = ray.remote(PolicyActor)
         self.policy = [
-            policy_cls.options(
-                name=f"policy-{i}", num_cpus=res.num_cpus, num_gpus=res.num_gpus, **opts
-            ).remote(self.policy_dir, self.backbone, self.policy_cfg)
+            policy_cls.options(name=f"policy-{i}", **_resources(res), **opts).remote(
+                self.policy_dir, self.backbone, self.policy_cfg
+            )
             for i in range(int(self.policy_cfg.replicas))
         ]
         res = self.backbone.prm_resources
         prm_cls = ray.remote(PRMActor)
         self.prm = [
-            prm_cls.options(name=f"prm-{i}", num_cpus=res.num_cpus, num_gpus=res.num_gpus, **opts).remote(
+            prm_cls.options(name=f"prm-{i}", **_resources(res), **opts).remote(
                 self.prm_dir, self.backbone, self.prm_cfg
             )
             for i in range(int(self.prm_cfg.replicas))
@@ -95,10 +97,11 @@ class Pool:
         self.workers = [self._new_worker(i) for i in range(int(self.cfg.search_workers))]
         ray.get([a.info.remote() for a in self.policy + self.prm] + [w.ping.remote() for w in self.workers])
         log.info(
-            "pool up: %d policy, %d PRM replicas, %d search workers",
+            "pool up: %d policy, %d PRM replicas, %d search workers; %s",
             len(self.policy),
             len(self.prm),
             len(self.workers),
+            ", ".join(f"{name} on {where}" for name, where in self.placement().items()),
         )
 
     def _new_worker(self, i: int) -> Any:
@@ -106,7 +109,11 @@ class Pool:
 
         # max_concurrency 2: `progress()` answers while `search_shard` runs; failures are handled by the pool.
         cls = ray.remote(self.worker_cls).options(
-            name=f"search-{i}", num_cpus=self.cfg.worker_num_cpus, max_concurrency=2, max_restarts=0
+            name=f"search-{i}",
+            num_cpus=self.cfg.worker_num_cpus,
+            resources=dict(self.cfg.worker_resources),
+            max_concurrency=2,
+            max_restarts=0,
         )
         backend = RayBackend(self.policy, self.prm, offset=i)
         fallbacks = list(self.backbone.answer_fallbacks)
@@ -223,6 +230,21 @@ class Pool:
         names = [f"policy-{i}" for i in range(len(self.policy))] + [f"prm-{i}" for i in range(len(self.prm))]
         return dict(zip(names, ray.get([a.info.remote() for a in self.policy + self.prm]), strict=True))
 
+    def placement(self) -> dict[str, str]:
+        """Per actor (policy-<i>, prm-<i>, search-<i>): the node it runs on, as `actors.cluster.node_label`
+        writes it (address, short node id, custom resources)."""
+        import ray
+
+        from actors.cluster import node_id, node_labels
+
+        actors = {f"policy-{i}": a for i, a in enumerate(self.policy)}
+        actors.update({f"prm-{i}": a for i, a in enumerate(self.prm)})
+        actors.update({f"search-{i}": w for i, w in enumerate(self.workers)})
+        # __ray_call__ runs a function inside the actor: no method needed on the actor classes.
+        ids = ray.get([a.__ray_call__.remote(node_id) for a in actors.values()])
+        labels = node_labels()
+        return {name: labels.get(node, node[:8]) for name, node in zip(actors, ids, strict=True)}
+
     def restarts(self) -> dict[str, int]:
         """Times Ray restarted each model replica (from the state API; needs the dashboard)."""
         import ray
@@ -263,6 +285,11 @@ class Pool:
     def score(self, requests: Sequence[Any], chunk: int = 256) -> list[float]:
         """`PRMActor.score` over chunks of Score requests: one value in [0, 1] each, in order."""
         return _map(self.prm, "score", requests, chunk, {})
+
+
+def _resources(res: Any) -> dict[str, Any]:
+    """Ray actor options of a `backbone.*_resources` section."""
+    return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "resources": dict(res.resources)}
 
 
 def _map(

@@ -77,3 +77,39 @@ def test_training_job_asks():
     msg = never_fits(asks, {"CPU": 64.0, "GPU": 4.0})
     assert msg and "8 GPUs (SFT workers 8 x 1 [backbone.sft.use_gpu])" in msg
     assert "backbone.sft.num_workers" in msg
+
+
+def test_custom_resources_place_actors_and_are_counted():
+    asks = asks_of(
+        "backbone.policy_resources.resources={node2: 0.5}",
+        "pool.worker_resources={node2: 0.25}",
+        "pool.search_workers=2",
+    )
+    head, node2 = {"CPU": 2.0, "head": 1.0}, {"CPU": 2.0, "node2": 1.0}
+    assert never_fits(asks, {"CPU": 4.0, "head": 1.0, "node2": 1.0}, [head, node2]) is None
+    assert sorted(b.get("node2", 0) for b in bundles(asks)) == [0, 0.25, 0.25, 0.5]
+    # no node has the resource: the message names the amount, the keys and how to give a node one
+    msg = never_fits(asks, {"CPU": 4.0}, [{"CPU": 2.0}, {"CPU": 2.0}])
+    assert msg and "1 of resource 'node2' (policy 1 x 0.5 [backbone.policy_resources.resources.node2]" in msg
+    assert "search workers 2 x 0.25 [pool.worker_resources.node2]" in msg
+    assert "ray start --resources='{\"node2\": N}'" in msg and "\n" not in msg
+
+
+def test_custom_resource_and_cpus_must_meet_on_one_node():
+    asks = asks_of("backbone.policy_resources.num_cpus=2", "backbone.policy_resources.resources={node2: 1}")
+    # the CPUs exist (on the head) and node2 exists, but node2 has 1 CPU: the policy fits nowhere
+    msg = never_fits(asks, {"CPU": 5.0, "node2": 1.0}, [{"CPU": 4.0}, {"CPU": 1.0, "node2": 1.0}])
+    assert msg and "one policy actor needs CPU 2, node2 1 on one node but no Ray node has all of it" in msg
+    assert "backbone.policy_resources.num_cpus" in msg and "backbone.policy_resources.resources.node2" in msg
+
+
+def test_can_host_picks_the_nodes_an_actor_could_use():
+    from actors.placement import can_host
+
+    gpu_only = asks_of("backbone=llama", "pool.worker_resources={gpu_pool: 1}")
+    assert can_host(gpu_only, {"CPU": 8.0, "GPU": 1.0, "gpu_pool": 1.0})
+    assert not can_host(gpu_only, {"CPU": 8.0})  # no GPU, no gpu_pool: nothing of this pool goes there
+    assert not can_host(gpu_only, {"CPU": 0.0})
+    job = train_asks("SFT workers", 2, 1, False, "backbone.sft", {"trainer": 1})
+    assert job[0].key("trainer") == "train.worker_resources.trainer"
+    assert can_host(job, {"CPU": 1.0, "trainer": 1.0}) and not can_host(job, {"CPU": 4.0})
