@@ -29,6 +29,7 @@ from typing import Any
 from pipeline.records import Question
 from pipeline.search.protocol import Critique, Propose, Request, Score, SearchGen, StepProposer, StepScorer
 from pipeline.shards import SEARCH_KINDS, Shard, tree_row, write_shard
+from pipeline.tasks.rules import NO_RULES, rules_for
 from pipeline.verify import solution_check
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Progress:
 
 def search_factory(kind: str) -> Callable[..., SearchGen]:
     """The search generator function for `kind`, all called as f(question, cfg, seed, question_id=,
-    gold=, answer_prefix=)."""
+    gold=, answer_prefix=, rules=)."""
     if kind == "mcts":
         from pipeline.search.mcts import search
 
@@ -188,6 +189,7 @@ class SearchWorker:
                     # the gold answer (read by the backbone's answer rules) or the task's verifier
                     gold=solution_check(q, self.answer_prefix, fallbacks=self.answer_fallbacks),
                     answer_prefix=self.answer_prefix,
+                    rules=rules_for(q, self.answer_prefix) if search_cfg.rules else NO_RULES,
                 )
                 live[next_slot] = _Tree(q, gen)
                 with self._lock:

@@ -38,8 +38,14 @@ class SearchConfig:
     sample_value: str = "simple"  # simple (evaluation: stop early) | full (data collection: keep going)
     weighted_verify: bool = False  # answer = largest summed V over end leaves with that answer
     max_depth: int = 12  # a node this deep is an end leaf (guards runaway policies)
-    proposal_retries: int = 2  # extra tries when every proposal of an expansion came back empty
+    proposal_retries: int = 2  # extra tries when an expansion got no legal proposal (all empty or illegal)
     critic: str = "rule"  # rule: answer-line detection only | policy: also ask the policy's critic prompt
+    # The task's rules (pipeline/tasks/rules.py; countdown has them, file/gsm8k/arith none): illegal steps
+    # are recorded but never selected, expanded or rolled out from; siblings reaching one state merge; on a
+    # task whose verifier needs no gold (countdown) the value gate is off and ends are never re-selected.
+    rules: bool = True
+    verified_stop: bool = True  # with rules that verify: stop at the first verified solution and return it
+    value: str = "prm"  # prm | constant (no value model: every state worth (low + high) / 2; an ablation)
 
 
 # ------------------------------------------------------------------------------------------- backbone
@@ -51,6 +57,9 @@ class Resources:
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    # Custom Ray resources per replica, e.g. {gpu_pool: 1}: the replica goes only to nodes started with
+    # that resource (`ray start --resources='{"gpu_pool": 8}'`): placement on a cluster (docs/CLUSTER.md).
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -211,6 +220,7 @@ class PoolConfig:
     shard_size: int = 32  # questions per shard file
     trees_in_flight: int = 64  # concurrent trees per search worker
     worker_num_cpus: float = 0.25
+    worker_resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per search worker
     max_restarts: int = 2
     # Seconds to wait for Ray to place the pool (an autoscaling cluster may add nodes) before failing with
     # a message naming the resource keys to change; a pool that can never fit fails at once.
@@ -244,7 +254,10 @@ class TotConfig:
     gate: float = 0.9  # DFS: the first finished solution scored >= gate stops the search
     budget: int = 50  # DFS: expansions at most
     temperature: float = 0.7  # policy sampling temperature for proposals
-    proposal_retries: int = 2  # extra tries when every proposal of an expansion came back empty
+    proposal_retries: int = 2  # extra tries when an expansion got no legal proposal (all empty or illegal)
+    rules: bool = True  # as in SearchConfig: the task's rules, and its verifier where it needs no gold
+    verified_stop: bool = True
+    value: str = "prm"  # prm | constant
 
 
 @dataclass
@@ -275,6 +288,11 @@ class EvalConfig:
     # sc, bon: n | mcts: search.iteration_limit | tot_bfs: tot.beam (branch and max_depth fixed: tokens
     # ~ beam * branch per depth) | tot_dfs: tot.budget (expansions). Empty: no sweep.
     budgets: list[float] = field(default_factory=list)
+    # On a task whose verifier needs no gold answer (countdown): searches play by the rules and stop at the
+    # first verified solution; sc/bon draw `verify_batch` samples at a time until one verifies or n are
+    # drawn (tokens of every drawn sample count). false: the PRM's pick alone, no rules (the PRM measured).
+    verify_at_test_time: bool = True
+    verify_batch: int = 2
 
 
 @dataclass
@@ -283,6 +301,17 @@ class RayConfig:
     dashboard_host: str = "127.0.0.1"
     include_dashboard: bool = True
     num_cpus: int | None = None
+
+
+@dataclass
+class RayTrainConfig:
+    """Ray Train settings shared by every training job with num_workers >= 1 (trainers/job.py)."""
+
+    # RunConfig(storage_path=...): where Ray Train keeps its run state. None: <run dir>/ray_train under
+    # run.root. A path every training node mounts, or a URI pyarrow supports (s3://, gs://, hdfs://, file://);
+    # the job's files go to <storage_path>/<the job's path under run.root>. Models are written under run.root.
+    storage_path: str | None = None
+    worker_resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per worker
 
 
 @dataclass
@@ -318,6 +347,7 @@ class Config:
     prm: PRMConfig = field(default_factory=PRMConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    train: RayTrainConfig = field(default_factory=RayTrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -334,6 +364,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.search.use_reflection": ("none", "simple", "common"),
     "eval.search.sample_value": ("simple", "full"),
     "eval.search.critic": ("rule", "policy"),
+    "search.value": ("prm", "constant"),
+    "eval.search.value": ("prm", "constant"),
+    "eval.tot.value": ("prm", "constant"),
     "backbone.prompt_format": ("plain", "chat"),
     "backbone.prm_head": ("linear", "likelihood", "logprob"),
     "backbone.dtype": ("auto", "float32", "bfloat16", "float16"),
@@ -347,5 +380,5 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "baselines.dpo.bf16": ("auto", "true", "false"),
     "tracker": ("none", "tensorboard", "wandb"),
 }
-EVAL_METHODS = ("cot", "sc", "bon", "mcts", "tot_bfs", "tot_dfs")
+EVAL_METHODS = ("cot", "sc", "bon", "mcts", "mcts_const", "tot_bfs", "tot_dfs")
 ANSWER_FALLBACKS = ("boxed", "hash", "answer_line", "math_verify", "last_number")  # pipeline.grading

@@ -3,8 +3,15 @@
 - `cot`: one greedy solution per question.
 - `sc`: self-consistency, the majority answer over `eval.n` sampled solutions.
 - `bon`: best-of-n, the sampled solution the PRM values highest (same samples as `sc` when both run).
-- `mcts`: MCTS* with `eval.search`; `tot_bfs` / `tot_dfs`: Tree-of-Thought with `eval.tot`. All three run
-  on the search workers, exactly like a training round's search.
+- `mcts`: MCTS* with `eval.search`; `mcts_const`: the same search with a constant value instead of the PRM
+  (what the PRM adds); `tot_bfs` / `tot_dfs`: Tree-of-Thought with `eval.tot`. All run on the search
+  workers, exactly like a training round's search.
+
+Verification at test time (`eval.verify_at_test_time`, on by default): on a task whose verifier needs no
+gold answer (countdown) the searches play by the task's rules and stop at the first verified solution,
+and `sc` / `bon` become verified best-of-n (samples drawn `eval.verify_batch` at a time until one
+verifies or `eval.n` are drawn; every drawn sample's tokens count). Off, or on other tasks: the PRM's
+(or the vote's) pick alone, as in the paper. Each method's `selection` names the rule it used.
 
 `evaluate_methods(pool, questions, cfg, round)` is what the driver calls per round; `evaluate_main` is
 `python run.py mode=evaluate ...`. Results (`eval.json`):
@@ -12,7 +19,10 @@
     {"round": k, "questions": N, "methods": {method: {"accuracy": float in [0, 1], "correct": int,
      "total": int, "ungradable": int (no answer extracted, or the grader could not decide),
      "tokens_per_question": float, "seconds": float, "by_difficulty": {"2": accuracy, ...},
-     "answer_rules": {rule: count}}}}
+     "answer_rules": {rule: count}, "selection": str, "verified": int (questions answered by a
+     solution the verifier accepted during the method), "samples_per_question": float (sc, bon),
+     "proposals", "illegal", "merged": int (searches: step texts proposed, rejected by the task's
+     rules, merged into a sibling's state; totals over the questions)}}}
 
 `answer_rules` counts how each question's answer was found: `prefix` (the backbone's answer line), a
 fallback of `backbone.answer_fallbacks` (boxed, hash, answer_line, math_verify, last_number), `vote`
@@ -45,7 +55,8 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from loop.sampling import Scored, sample_scored
+from loop.progress import Progress
+from loop.sampling import Scored, sample_scored, sample_verified, verifiable
 from pipeline.grading import extract_answer, extract_answer_rule
 from pipeline.records import Question
 from pipeline.search.seeding import derive_seed
@@ -53,7 +64,8 @@ from pipeline.verify import solution_check
 
 log = logging.getLogger(__name__)
 
-SEARCH_METHODS = ("mcts", "tot_bfs", "tot_dfs")
+SEARCH_METHODS = ("mcts", "mcts_const", "tot_bfs", "tot_dfs")
+SEARCH_KIND = {"mcts": "mcts", "mcts_const": "mcts", "tot_bfs": "tot_bfs", "tot_dfs": "tot_dfs"}
 # The field under `eval` that sets each method's token budget; `eval.budgets` multiplies it. Tokens grow
 # about linearly in each: samples (sc, bon), search iterations (mcts), beam width (tot_bfs: kept partial
 # solutions per depth, each expanded with `branch` proposals), expansions (tot_dfs). cot has none.
@@ -61,6 +73,7 @@ BUDGET_KNOBS = {
     "sc": "n",
     "bon": "n",
     "mcts": "search.iteration_limit",
+    "mcts_const": "search.iteration_limit",
     "tot_bfs": "tot.beam",
     "tot_dfs": "tot.budget",
 }
@@ -74,6 +87,24 @@ def budget_value(eval_cfg: Any, method: str, scale: float) -> int | None:
         return None
     base = reduce(getattr, knob.split("."), eval_cfg)
     return max(1, math.floor(float(base) * float(scale) + 0.5))
+
+
+def selection_rule(method: str, verify: bool) -> str:
+    """How `method` picks the answer it is graded on (eval.json's `selection`)."""
+    plain = {
+        "cot": "greedy",
+        "sc": "majority vote",
+        "bon": "PRM max",
+        "mcts": "end leaf with the highest V (PRM)",
+        "mcts_const": "end leaf with the highest V (constant value)",
+        "tot_bfs": "finished node with the highest PRM value",
+        "tot_dfs": "first finished node over the PRM gate, else the highest PRM value",
+    }[method]
+    if not verify or method == "cot":
+        return plain
+    if method in ("sc", "bon"):
+        return f"first verified sample, else {plain}"
+    return f"rules; stop at the first verified solution, else {plain}"
 
 
 def evaluate_methods(
@@ -124,6 +155,8 @@ class _Evaluator:
         self.out_dir = Path(out_dir) if out_dir else None
         self.samples: dict[int, tuple[list[list[Any]], float]] = {}
         self.done: dict[tuple[str, int | None], dict[str, Any]] = {}
+        prefix = cfg.backbone.answer_prefix
+        self.verify = bool(cfg.eval.verify_at_test_time) and all(verifiable(q, prefix) for q in questions)
 
     def run(self, method: str, value: int | None, configured: bool = False) -> dict[str, Any]:
         key = (method, value)
@@ -131,76 +164,140 @@ class _Evaluator:
             return self.done[key]
         cfg, t0, extra = self.cfg, time.monotonic(), 0.0
         prefix, rules = cfg.backbone.answer_prefix, tuple(cfg.backbone.answer_fallbacks)
+        name = f"round {self.round} eval {method}" + ("" if configured else f" ({value})")
         if method == "cot":
-            sols = self.pool.greedy(
-                [q.content for q in self.questions],
-                max_steps=cfg.eval.search.max_depth,
-                chunk=int(cfg.policy.max_batch_size),
-            )
-            rows = [Answered.of(s.steps, s.tokens, prefix, rules) for s in sols]
+            rows = [Answered.of(s.steps, s.tokens, prefix, rules) for s in self._greedy(name)]
         elif method in ("sc", "bon"):
             assert value is not None
             if value in self.samples:
                 extra = self.samples[value][1]  # sampled for the other method: count that time here too
             else:
-                seed = derive_seed(cfg.seed, self.round, "eval-samples")
-                groups = sample_scored(self.pool, self.questions, cfg, value, seed)
-                self.samples[value] = (groups, time.monotonic() - t0)
+                self.samples[value] = (self._sample(name, value), time.monotonic() - t0)
             groups = self.samples[value][0]
-            rows = [
-                _majority(g, prefix, rules) if method == "sc" else _best(g, prefix, rules) for g in groups
-            ]
+            pick = _majority if method == "sc" else _best
+            rows = [pick(g, prefix, rules) for g in groups]
         elif method in SEARCH_METHODS:
-            section, field = BUDGET_KNOBS[method].split(".")
-            node = getattr(cfg.eval, section)
-            search_cfg = node if getattr(node, field) == value else _with(node, field, value)
+            search_cfg = self._search_cfg(method, value)
             sub = method if configured else f"sweep/{method}-{value}"
             out = self.out_dir / sub if self.out_dir else None
-            rows = _search(self.pool, self.questions, cfg, self.round, method, search_cfg, out)
+            rows = _search(self.pool, self.questions, cfg, self.round, method, search_cfg, out, name)
         else:
             raise ValueError(f"unknown eval method {method!r}")
         seconds = time.monotonic() - t0 + extra
         self.done[key] = _score(self.questions, rows, seconds, prefix, rules)
+        self.done[key]["selection"] = selection_rule(method, self.verify)
         return self.done[key]
+
+    def _greedy(self, name: str) -> list[Any]:
+        """One greedy solution per question, in pieces of one policy batch per replica (progress)."""
+        cfg, contents = self.cfg, [q.content for q in self.questions]
+        chunk = int(cfg.policy.max_batch_size)
+        piece = chunk * max(1, len(getattr(self.pool, "policy", [])) or 1)
+        out: list[Any] = []
+        with Progress(name, len(contents), "questions", logger=log) as bar:
+            for i in range(0, len(contents), piece):
+                part = contents[i : i + piece]
+                out.extend(self.pool.greedy(part, max_steps=cfg.eval.search.max_depth, chunk=chunk))
+                bar.update(len(part))
+        return out
+
+    def _sample(self, name: str, n: int) -> list[list[Scored]]:
+        """`n` samples per question, valued by the PRM; with verification, verified best-of-n draws."""
+        cfg = self.cfg
+        seed = derive_seed(cfg.seed, self.round, "eval-samples")
+        with Progress(name, len(self.questions), "questions", logger=log) as bar:
+            if self.verify:
+                groups = sample_verified(self.pool, self.questions, cfg, n, seed, on_round=bar.set)
+            else:
+                groups = sample_scored(self.pool, self.questions, cfg, n, seed)
+            bar.set(len(self.questions))
+        return groups
+
+    def _search_cfg(self, method: str, value: int | None) -> Any:
+        """The method's search config at knob `value`, with the constant value for `mcts_const` and the
+        rules and verified stop only when verification is on."""
+        section, field = BUDGET_KNOBS[method].split(".")
+        node = getattr(self.cfg.eval, section)
+        # verify_at_test_time=false measures the PRM alone: no rules (a rule that rejects a wrong answer
+        # line is a verifier); on tasks without rules the flag changes nothing
+        changes = {field: value, "rules": bool(node.rules) and bool(self.cfg.eval.verify_at_test_time)}
+        if self.verify:
+            changes["verified_stop"] = True
+        if method == "mcts_const":
+            changes["value"] = "constant"
+        for key, new in changes.items():
+            if getattr(node, key) != new:
+                node = _with(node, key, new)
+        return node
 
 
 @dataclass(frozen=True)
 class Answered:
     """One question's result under one method: the chosen solution's steps (empty for self-consistency,
-    which answers by vote), the tokens generated for the question, and the answer that is graded."""
+    which answers by vote), the tokens generated for the question, and the answer that is graded;
+    `verified`: the method's own verifier accepted it; the counts of samples drawn (sc, bon) and of
+    proposals / illegal / merged step texts (searches)."""
 
     steps: tuple[str, ...]
     tokens: int
     answer: str | None  # None: no answer found
     rule: str = "none"  # how the answer was found: prefix, a fallback rule (pipeline.grading), vote, none
+    verified: bool = False
+    samples: int = 0
+    proposals: int = 0
+    illegal: int = 0
+    merged: int = 0
 
     @classmethod
     def of(
-        cls, steps: Sequence[str], tokens: int, answer_prefix: str, fallbacks: Sequence[str] = ()
+        cls,
+        steps: Sequence[str],
+        tokens: int,
+        answer_prefix: str,
+        fallbacks: Sequence[str] = (),
+        **counts: Any,
     ) -> Answered:
         answer, rule = extract_answer_rule(list(steps), answer_prefix, fallbacks)
-        return cls(tuple(steps), int(tokens), answer, rule)
+        return cls(tuple(steps), int(tokens), answer, rule, **counts)
+
+
+def _first_verified(group: list[Scored]) -> Scored | None:
+    return next((s for s in group if s.verified), None)
 
 
 def _majority(group: list[Scored], answer_prefix: str, fallbacks: Sequence[str] = ()) -> Answered:
-    """Most frequent extracted answer (ties: the first sample's order) with the first sample stating it
-    (what a task verifier checks); tokens of all samples."""
+    """The first verified sample when there is one; else the most frequent extracted answer (ties: the
+    first sample's order) with the first sample stating it (what a task verifier checks). Tokens of all
+    samples."""
+    tokens = sum(s.tokens for s in group)
+    verified = _first_verified(group)
+    if verified is not None:
+        return Answered.of(
+            verified.steps, tokens, answer_prefix, fallbacks, verified=True, samples=len(group)
+        )
     answers = [extract_answer(list(s.steps), answer_prefix, fallbacks) for s in group]
     counts = Counter(a for a in answers if a is not None)
     winner = counts.most_common(1)[0][0] if counts else None
     steps = next((s.steps for s, a in zip(group, answers, strict=True) if a == winner), ())
     steps = tuple(steps) if winner is not None else ()
-    return Answered(steps, sum(s.tokens for s in group), winner, "vote" if winner is not None else "none")
+    rule = "vote" if winner is not None else "none"
+    return Answered(steps, tokens, winner, rule, samples=len(group))
 
 
 def _best(group: list[Scored], answer_prefix: str, fallbacks: Sequence[str] = ()) -> Answered:
-    """The sample the PRM values highest (ties: the first); tokens of all samples."""
-    best = max(group, key=lambda s: s.value)
-    return Answered.of(best.steps, sum(s.tokens for s in group), answer_prefix, fallbacks)
+    """The first verified sample when there is one; else the sample the PRM values highest (ties: the
+    first). Tokens of all samples."""
+    tokens = sum(s.tokens for s in group)
+    verified = _first_verified(group)
+    best = verified if verified is not None else max(group, key=lambda s: s.value)
+    return Answered.of(
+        best.steps, tokens, answer_prefix, fallbacks, verified=verified is not None, samples=len(group)
+    )
 
 
-def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[Answered]:
-    """`method` on every question with `search_cfg`; shard files under `out_dir` (else a temporary one)."""
+def _search(pool, questions, cfg, round, method, search_cfg, out_dir, name="search") -> list[Answered]:
+    """`method` on every question with `search_cfg`; shard files under `out_dir` (else a temporary one).
+    Progress: trees finished by the workers, polled every ~15 s."""
     from pipeline.shards import Shard, load_shard
 
     size = max(1, -(-len(questions) // max(1, len(pool.workers))))  # one shard per worker
@@ -212,14 +309,44 @@ def _search(pool, questions, cfg, round, method, search_cfg, out_dir) -> list[An
                 round,
                 tuple(questions[s : s + size]),
                 str(base / f"shard-{i:05d}.jsonl"),
-                kind=method,
+                kind=SEARCH_KIND[method],
                 seed=cfg.seed,
             )
             for i, s in enumerate(range(0, len(questions), size))
         ]
-        trees = {t.question_id: t.result for p in pool.run_shards(shards, search_cfg) for t in load_shard(p)}
+        with Progress(name, len(questions), "questions", logger=log) as bar:
+            start = _trees_done(pool)
+            paths = pool.run_shards(
+                shards,
+                search_cfg,
+                progress=lambda p: bar.set(min(len(questions), int(p.get("trees_done", 0)) - start)),
+                progress_every=15.0,
+            )
+            bar.set(len(questions))
+        trees = {t.question_id: t.result for p in paths for t in load_shard(p)}
     prefix, rules = cfg.backbone.answer_prefix, tuple(cfg.backbone.answer_fallbacks)
-    return [Answered.of(trees[q.id].solution, trees[q.id].generated_tokens, prefix, rules) for q in questions]
+    return [_searched(trees[q.id], prefix, rules) for q in questions]
+
+
+def _trees_done(pool: Any) -> int:
+    """Trees the pool's workers have finished so far (their counters are cumulative)."""
+    try:
+        return int(pool.progress().get("trees_done", 0))
+    except AttributeError:  # a pool without counters (test doubles)
+        return 0
+
+
+def _searched(result: Any, prefix: str, rules: Sequence[str]) -> Answered:
+    return Answered.of(
+        result.solution,
+        result.generated_tokens,
+        prefix,
+        rules,
+        verified=bool(result.verified),
+        proposals=int(result.proposals),
+        illegal=int(result.illegal),
+        merged=int(result.merged),
+    )
 
 
 def _score(
@@ -245,6 +372,11 @@ def _score(
         "seconds": round(seconds, 2),
         "by_difficulty": {d: sum(v) / len(v) for d, v in sorted(by_diff.items(), key=lambda kv: int(kv[0]))},
         "answer_rules": dict(sorted(Counter(row.rule for row in rows).items())),
+        "verified": sum(row.verified for row in rows),
+        "samples_per_question": sum(row.samples for row in rows) / n,
+        "proposals": sum(row.proposals for row in rows),
+        "illegal": sum(row.illegal for row in rows),
+        "merged": sum(row.merged for row in rows),
     }
 
 

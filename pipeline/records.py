@@ -59,6 +59,7 @@ class NodeRecord:
     answer: str | None = None  # extracted final answer of an end leaf
     correct: bool | None = None  # graded against the gold answer (None: unknown gold or not an end leaf)
     reflection: str = ""  # critic text ("common" reflection mode)
+    illegal: bool = False  # the task's rules rejected its last step (an end leaf, never expanded)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class SearchResult:
     early_stop: bool
     empty_proposals: int
     seconds: float = 0.0
+    proposals: int = 0  # step texts the policy returned (empty ones included)
+    illegal: int = 0  # proposals the task's rules rejected (kept in the tree, never expanded)
+    merged: int = 0  # proposals whose state equalled a sibling's (merged into it, not a new node)
+    verified: bool = False  # the solution was accepted by the task's verifier during the search
 
 
 @dataclass(frozen=True)

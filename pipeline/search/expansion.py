@@ -15,7 +15,8 @@ from pipeline.grading import extract_answer
 from pipeline.records import NodeRecord, SearchResult
 from pipeline.search.protocol import Answer, Propose, Request, Score
 from pipeline.search.reflection import SEED_RANGE
-from pipeline.search.tree import END, Node, clip, to_records
+from pipeline.search.tree import END, Node, clip, close, selectable, to_records
+from pipeline.tasks.rules import ILLEGAL, NO_RULES, SOLVED, Rules
 from pipeline.verify import Check, as_check
 
 Sub = Generator[list[Request], list[Answer], Any]
@@ -32,8 +33,11 @@ class SearchOutcome:
 class Expander:
     """Proposal and scoring requests of one search; request seeds come from the search's rng.
 
-    Counts what it spends: `tokens` (policy tokens of proposals), `scored` (PRM evaluations), `empty`
-    (empty step texts received). Values are clipped to [low, high]; node ids are handed out in order.
+    Counts what it spends: `tokens` (policy tokens of proposals, dropped ones included), `scored` (PRM
+    evaluations), `empty` (empty step texts received), `proposals` (step texts received), `illegal`
+    (texts the task's `rules` rejected), `merged` (texts whose state equalled a sibling's). Values are
+    clipped to [low, high]; node ids are handed out in order. `value="constant"`: no PRM is asked,
+    every state is worth the middle of [low, high] (the search without a value model).
     """
 
     def __init__(
@@ -44,10 +48,16 @@ class Expander:
         low: float = 0.0,
         high: float = 1.0,
         proposal_retries: int = 0,
+        rules: Rules = NO_RULES,
+        value: str = "prm",
     ) -> None:
+        if value not in ("prm", "constant"):
+            raise ValueError(f"value must be prm or constant, got {value!r}")
         self.question, self.rng, self.temperature = question, rng, temperature
         self.low, self.high, self.retries = low, high, max(proposal_retries, 0)
+        self.rules, self.constant = rules, value == "constant"
         self.tokens = self.scored = self.empty = 0
+        self.proposals = self.illegal = self.merged = 0
         self.next_id = 1  # 0 is the root
 
     def _request(self, steps: tuple[str, ...], n: int, reflection: str) -> Propose:
@@ -56,6 +66,7 @@ class Expander:
     def _texts(self, proposal: Any) -> list[str]:
         """Distinct non-empty steps (stripped), in the order the policy gave them."""
         self.tokens += proposal.tokens
+        self.proposals += len(proposal.steps)
         texts: list[str] = []
         for text in (s.strip() for s in proposal.steps):
             if not text:
@@ -69,39 +80,84 @@ class Expander:
         (proposal,) = yield [self._request(steps, n, reflection)]
         return self._texts(proposal)
 
+    def legal(self, steps: tuple[str, ...], texts: Sequence[str]) -> list[tuple[str, str]]:
+        """(text, LEGAL | SOLVED) of the `texts` the rules allow after `steps`; the others are counted."""
+        out = []
+        for text in texts:
+            verdict = self.rules.judge(steps + (text,))
+            if verdict == ILLEGAL:
+                self.illegal += 1
+            else:
+                out.append((text, verdict))
+        return out
+
     def score(self, states: Sequence[tuple[str, ...]]) -> Sub:
         """PRM values of `states` in one batch; a non-finite reply counts as `low`."""
+        if self.constant:
+            return [(self.low + self.high) / 2] * len(states)
         values = yield [Score(self.question, steps) for steps in states]
         self.scored += len(states)
         return [clip(float(v), self.low, self.high) if math.isfinite(float(v)) else self.low for v in values]
 
     def expand(self, nodes: Sequence[Node], n: int) -> Sub:
-        """Children for every node: one Propose(n) per node, all in one batch (nodes whose proposals all
-        came back empty are asked again, together, up to `proposal_retries` times; then they become
-        ends), and one Score batch for all new children. Returns the new children, node by node."""
-        texts: dict[int, list[str]] = {}
+        """Children for every node: one Propose(n) per node, all in one batch, and one Score batch for
+        the new legal children. Identical texts collapse; with rules, a text whose state equals an
+        earlier sibling's merges into it, and an illegal text becomes an unscored child (value `low`,
+        marked illegal, an end). Nodes left without a legal child are asked again, together, up to
+        `proposal_retries` times; then a node with no child at all becomes an end, and one with only
+        illegal children is closed. Returns the new legal children, node by node."""
+        found: dict[int, list[tuple[str, str]]] = {node.node_id: [] for node in nodes}  # (text, verdict)
         waiting = list(nodes)
         for _ in range(1 + self.retries):
             if not waiting:
                 break
             proposals = yield [self._request(node.steps, n, node.critique) for node in waiting]
             for node, proposal in zip(waiting, proposals, strict=True):
-                texts[node.node_id] = self._texts(proposal)
-            waiting = [node for node in waiting if not texts[node.node_id]]
-        for node in waiting:
-            node.reflection = END
-        growing = [node for node in nodes if texts.get(node.node_id)]
-        states = [node.steps + (text,) for node in growing for text in texts[node.node_id]]
+                self._sort(node, self._texts(proposal), found[node.node_id])
+            waiting = [node for node in waiting if not any(v != ILLEGAL for _, v in found[node.node_id])]
+        growing = [node for node in nodes if found[node.node_id]]
+        for node in nodes:
+            if not found[node.node_id]:
+                node.reflection = END
+        states = [node.steps + (t,) for node in growing for t, v in found[node.node_id] if v != ILLEGAL]
         values = iter((yield from self.score(states)) if states else [])
         new: list[Node] = []
         for node in growing:
-            for text in texts[node.node_id]:
-                value = next(values)
-                node.children.append(Node(self.next_id, node, node.steps + (text,), value, value))
+            for text, verdict in found[node.node_id]:
+                value = self.low if verdict == ILLEGAL else next(values)
+                child = Node(self.next_id, node, node.steps + (text,), value, value)
+                child.illegal, child.solved = verdict == ILLEGAL, verdict == SOLVED
+                if child.illegal or child.solved:
+                    child.reflection = END
+                node.children.append(child)
                 self.next_id += 1
             node.expanded = True
-            new.extend(node.children)
+            new.extend(c for c in node.children if not c.illegal)
+            if not selectable(node):
+                close(node)
         return new
+
+    def _sort(self, node: Node, texts: Sequence[str], found: list[tuple[str, str]]) -> None:
+        """Add `texts` (proposals for `node`) to `found`: repeats of a text already there dropped,
+        illegal ones kept as such, legal ones whose state a sibling already reached merged (counted)."""
+        keys = {self.rules.state(node.steps + (t,)) for t, v in found if v != ILLEGAL}
+        seen = {t for t, _ in found}
+        for text in texts:
+            if text in seen:
+                continue
+            seen.add(text)
+            steps = node.steps + (text,)
+            verdict = self.rules.judge(steps)
+            if verdict == ILLEGAL:
+                self.illegal += 1
+                found.append((text, verdict))
+                continue
+            key = self.rules.state(steps)
+            if key in keys:
+                self.merged += 1
+                continue
+            keys.add(key)
+            found.append((text, verdict))
 
 
 def make_outcome(

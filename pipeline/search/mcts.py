@@ -28,9 +28,13 @@ from pipeline.search.tree import (
     best_child,
     choose_answer,
     clip,
+    close,
     select,
     walk,
 )
+from pipeline.tasks.rules import NO_RULES, SOLVED, Rules
+
+NO_GATE = float("inf")  # with a verifier the value gate is off: ends are answer lines and the depth cap
 
 __all__ = ["SearchOutcome", "search"]
 
@@ -43,28 +47,49 @@ def search(
     gold: str | None = None,
     answer_prefix: str = "The answer is",
     clock: Callable[[], float] = time.monotonic,
+    rules: Rules = NO_RULES,
 ) -> SearchGen:
     """MCTS* over one question. `cfg` is a SearchConfig (or anything with its fields); `clock` gives
-    seconds (for `cfg.time_limit`). Returns a SearchOutcome via StopIteration."""
-    return (yield from _Mcts(question, cfg, seed, answer_prefix).run(question_id, gold, clock))
+    seconds (for `cfg.time_limit`); `rules`: the question's task rules (pipeline.tasks.rules). Returns a
+    SearchOutcome via StopIteration.
+
+    With rules, illegal children are recorded but never selected, expanded or rolled out from, and
+    siblings reaching one state merge. When the rules can verify a solution (`rules.verifiable`) the
+    value gate is off (an end is an answer line or the depth cap; a verifier beats a threshold), ends
+    are never selected again, and with `cfg.verified_stop` the search stops at the first verified
+    solution (found by an expansion or a roll-out) and returns it."""
+    return (yield from _Mcts(question, cfg, seed, answer_prefix, rules).run(question_id, gold, clock))
 
 
 class _Mcts:
-    def __init__(self, question: str, cfg: Any, seed: int, answer_prefix: str) -> None:
+    def __init__(self, question: str, cfg: Any, seed: int, answer_prefix: str, rules: Rules) -> None:
         self.cfg = cfg
         self.answer_prefix = answer_prefix
         self.rng = random.Random(seed)
-        self.ex = Expander(question, self.rng, cfg.temperature, cfg.low, cfg.high, cfg.proposal_retries)
+        self.ex = Expander(
+            question,
+            self.rng,
+            cfg.temperature,
+            cfg.low,
+            cfg.high,
+            cfg.proposal_retries,
+            rules=rules,
+            value=getattr(cfg, "value", "prm"),
+        )
         self.critic = Reflector(
             question, cfg.use_reflection, cfg.critic, cfg.max_depth, answer_prefix, self.rng
         )
         self.root = Node(0, None, (), value=cfg.low, prm_value=cfg.low)  # the root is never scored
         self.expansions = 0
+        self.closing = rules.verifiable  # ends are settled by the verifier: never select them again
+        self.gate = NO_GATE if rules.verifiable else cfg.end_gate
+        self.stop_verified = rules.verifiable and getattr(cfg, "verified_stop", True)
+        self.found: Node | None = None  # the first verified solution, when the search stops on it
 
     def run(self, question_id: str, gold: str | None, clock: Callable[[], float]) -> SearchGen:
         cfg, start = self.cfg, clock()
         iterations, stopped = 0, False
-        while iterations < cfg.iteration_limit and not stopped:
+        while iterations < cfg.iteration_limit and not stopped and not self.root.exhausted:
             if cfg.time_limit is not None and clock() - start >= cfg.time_limit:
                 break
             iterations += 1
@@ -75,7 +100,9 @@ class _Mcts:
         """Selection -> (early stop) -> reflection -> expansion -> simulation -> backup. True = stop."""
         cfg = self.cfg
         node = select(self.root, cfg.exploration_constant, cfg.inf, self.rng)
-        if node.value >= cfg.end_gate:
+        if node is None:  # every line the rules allow is closed
+            return True
+        if node.value >= self.gate:
             if cfg.sample_value != "full":
                 return True
             node.reflection = END
@@ -83,10 +110,14 @@ class _Mcts:
             yield from self.reflect([node])
         if node.reflection == CONTINUE:
             yield from self.expand(node)
-        if node.expanded:
+            if self.found is not None:
+                return True
+        elif self.closing and node is not self.root:
+            close(node)
+        if node.expanded and not node.exhausted:
             yield from self.simulate(node)
         backpropagate(node)
-        return False
+        return self.found is not None
 
     def reflect(self, nodes: Sequence[Node]) -> Sub:
         judged = yield from self.critic.judge(
@@ -103,11 +134,19 @@ class _Mcts:
         # a policy critic is asked eagerly only in full mode, as the original does.
         for child in children:
             decided = self.critic.rule(child.steps)
-            if decided is not None:
+            if decided is not None and child.reflection is None:
                 child.reflection = decided
+        if self.stop_verified:
+            self.found = next((c for c in children if c.solved), None)
+            if self.found is not None:
+                return
         undecided = [c for c in children if c.reflection is None]
         if undecided and self.cfg.sample_value == "full":
             yield from self.reflect(undecided)
+        if self.closing:
+            for child in children:
+                if child.reflection == END:
+                    close(child)
 
     def simulate(self, node: Node) -> Sub:
         """Roll out from the best new child; V <- (1 - alpha) V + alpha * best; count its visit."""
@@ -115,49 +154,76 @@ class _Mcts:
         child = best_child(node, cfg.exploration_constant, cfg.inf, self.rng)
         if child.reflection is None:
             yield from self.reflect([child])
-        if child.reflection != END and cfg.roll_policy != "none":
-            best = yield from self.rollout(child.steps)
+        if child.reflection == END and self.closing:
+            close(child)
+        elif child.reflection != END and cfg.roll_policy != "none":
+            best = yield from self.rollout(child)
             child.value = clip((1 - cfg.alpha) * child.value + cfg.alpha * best, cfg.low, cfg.high)
         child.visits += 1
 
-    def rollout(self, steps: tuple[str, ...]) -> Sub:
-        """Highest PRM value among the roll-out's states, starting from `low` (the start state excluded)."""
-        cfg, best = self.cfg, self.cfg.low
+    def rollout(self, start: Node) -> Sub:
+        """Highest PRM value among the roll-out's states, starting from `low` (the start state excluded).
+        Illegal proposals are dropped (none legal: the roll-out ends); a verified state reached while
+        `stop_verified` is grafted into the tree under `start` and becomes `found`."""
+        cfg, best, steps, path = self.cfg, self.cfg.low, start.steps, []
         for _ in range(cfg.roll_forward_steps):
             texts = yield from self.ex.propose(steps, cfg.roll_branch)
-            if not texts:
+            legal = self.ex.legal(steps, texts)
+            if not legal:
                 break
             if cfg.roll_policy == "greedy":
-                values = yield from self.ex.score([steps + (t,) for t in texts])
+                values = yield from self.ex.score([steps + (t,) for t, _ in legal])
                 pick = values.index(max(values))
                 value = values[pick]
             else:
-                pick = self.rng.randrange(len(texts))
-                (value,) = yield from self.ex.score([steps + (texts[pick],)])
-            steps, best = steps + (texts[pick],), max(best, value)
+                pick = self.rng.randrange(len(legal))
+                (value,) = yield from self.ex.score([steps + (legal[pick][0],)])
+            steps, best = steps + (legal[pick][0],), max(best, value)
+            path.append((steps, value))
+            if legal[pick][1] == SOLVED and self.stop_verified:
+                self.found = self.graft(start, path)
+                break
             ((state, _),) = yield from self.critic.judge([steps], want_text=False)
             if state == END:
                 break
         return best
 
+    def graft(self, start: Node, path: list[tuple[tuple[str, ...], float]]) -> Node:
+        """Add a roll-out's states below `start` as a chain of nodes (values as scored); the last one is
+        the verified solution."""
+        node = start
+        for steps, value in path:
+            child = Node(self.ex.next_id, node, steps, value, value, reflection=CONTINUE)
+            self.ex.next_id += 1
+            node.children.append(child)
+            node.expanded = True
+            node = child
+        node.reflection, node.solved = END, True
+        return node
+
     def outcome(
         self, question_id: str, gold: str | None, iterations: int, stopped: bool, seconds: float
     ) -> SearchOutcome:
         cfg, nodes = self.cfg, walk(self.root)
-        choice = choose_answer(nodes, cfg.end_gate, self.answer_prefix, cfg.weighted_verify)
+        choice = choose_answer(nodes, self.gate, self.answer_prefix, cfg.weighted_verify)
+        chosen = self.found or choice.node
         return make_outcome(
             nodes,
-            choice.node,
+            chosen,
             question_id=question_id,
             gold=gold,
-            end_gate=cfg.end_gate,
+            end_gate=self.gate,
             answer_prefix=self.answer_prefix,
             iterations=iterations,
             expansions=self.expansions,
             generated_tokens=self.ex.tokens + self.critic.tokens,
             scored=self.ex.scored,
-            fallback=choice.fallback,
+            fallback=self.found is None and choice.fallback,
             early_stop=stopped,
             empty_proposals=self.ex.empty,
             seconds=seconds,
+            proposals=self.ex.proposals,
+            illegal=self.ex.illegal,
+            merged=self.ex.merged,
+            verified=chosen.solved,
         )

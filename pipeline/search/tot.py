@@ -27,6 +27,7 @@ from pipeline.search.expansion import Expander, SearchOutcome, Sub, make_outcome
 from pipeline.search.protocol import SearchGen
 from pipeline.search.reflection import Reflector
 from pipeline.search.tree import END, Node, choose_answer, walk
+from pipeline.tasks.rules import NO_RULES, Rules
 
 NO_GATE = float("inf")  # ToT has no value gate: end leaves are the finished nodes only
 
@@ -41,9 +42,10 @@ def search_bfs(
     gold: str | None = None,
     answer_prefix: str = "The answer is",
     clock: Callable[[], float] = time.monotonic,
+    rules: Rules = NO_RULES,
 ) -> SearchGen:
     """ToT breadth-first beam search over one question; returns a SearchOutcome."""
-    return (yield from _Tot(question, cfg, seed, answer_prefix).run("bfs", question_id, gold, clock))
+    return (yield from _Tot(question, cfg, seed, answer_prefix, rules).run("bfs", question_id, gold, clock))
 
 
 def search_dfs(
@@ -54,17 +56,26 @@ def search_dfs(
     gold: str | None = None,
     answer_prefix: str = "The answer is",
     clock: Callable[[], float] = time.monotonic,
+    rules: Rules = NO_RULES,
 ) -> SearchGen:
     """ToT depth-first search with pruning over one question; returns a SearchOutcome."""
-    return (yield from _Tot(question, cfg, seed, answer_prefix).run("dfs", question_id, gold, clock))
+    return (yield from _Tot(question, cfg, seed, answer_prefix, rules).run("dfs", question_id, gold, clock))
 
 
 class _Tot:
-    def __init__(self, question: str, cfg: Any, seed: int, answer_prefix: str) -> None:
+    def __init__(self, question: str, cfg: Any, seed: int, answer_prefix: str, rules: Rules) -> None:
         self.cfg = cfg
         self.answer_prefix = answer_prefix
         self.rng = random.Random(seed)
-        self.ex = Expander(question, self.rng, cfg.temperature, proposal_retries=cfg.proposal_retries)
+        self.ex = Expander(
+            question,
+            self.rng,
+            cfg.temperature,
+            proposal_retries=cfg.proposal_retries,
+            rules=rules,
+            value=getattr(cfg, "value", "prm"),
+        )
+        self.stop_verified = rules.verifiable and getattr(cfg, "verified_stop", True)
         self.rule = Reflector(question, "simple", "rule", cfg.max_depth, answer_prefix, self.rng).rule
         self.root = Node(0, None, (), 0.0, 0.0, visits=1)  # never scored
         self.expansions = 0
@@ -91,15 +102,24 @@ class _Tot:
             early_stop=found is not None,
             empty_proposals=self.ex.empty,
             seconds=clock() - start,
+            proposals=self.ex.proposals,
+            illegal=self.ex.illegal,
+            merged=self.ex.merged,
+            verified=chosen.solved,
         )
 
     def grow(self, nodes: Sequence[Node]) -> Sub:
-        """Expand `nodes` together; new children are judged finished or not by the rule."""
+        """Expand `nodes` together; new legal children are judged finished or not by the rule (illegal
+        ones stay in the tree unranked). Returns (children, the first verified one when the search
+        stops on it, else None)."""
         self.expansions += len(nodes)
         children = yield from self.ex.expand(nodes, self.cfg.branch)
         for child in children:
             child.reflection = self.rule(child.steps)
-        return children
+        solved = next((c for c in children if c.solved), None) if self.stop_verified else None
+        if solved is not None:
+            solved.visits += 1
+        return children, solved
 
     def ranked(self, nodes: Sequence[Node]) -> list[Node]:
         """Highest PRM value first; exact ties in a seeded random order."""
@@ -111,7 +131,9 @@ class _Tot:
         frontier = [self.root]
         while frontier:
             self.rounds += 1
-            children = yield from self.grow(frontier)
+            children, solved = yield from self.grow(frontier)
+            if solved is not None:
+                return solved
             kept = self.ranked(children)[: self.cfg.beam]
             for node in kept:
                 node.visits += 1
@@ -123,7 +145,9 @@ class _Tot:
         if self.expansions >= self.cfg.budget:
             return None
         self.rounds += 1
-        children = yield from self.grow([node])
+        children, solved = yield from self.grow([node])
+        if solved is not None:
+            return solved
         for child in self.ranked(children):
             if child.value < self.cfg.threshold:
                 break  # pruned, and so is every child after it

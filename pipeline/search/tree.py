@@ -32,6 +32,9 @@ class Node:
     expanded: bool = False  # "fully expanded": children were created
     reflection: str | None = None
     critique: str = ""  # "common" reflection text, fed into this node's expansion prompt
+    illegal: bool = False  # the task's rules reject its last step: recorded, never selected or expanded
+    solved: bool = False  # the task's rules verify it as a whole correct solution
+    exhausted: bool = False  # expanded, but nothing below it can be selected any more (all illegal)
 
     @property
     def depth(self) -> int:
@@ -49,16 +52,36 @@ def uct(child: Node, parent_visits: int, c: float, inf: float) -> float:
     return child.value + c * math.sqrt(2 * math.log(max(parent_visits, 1)) / child.visits)
 
 
+def selectable(node: Node) -> list[Node]:
+    """The children selection may enter: not illegal, and not exhausted."""
+    return [child for child in node.children if not (child.illegal or child.exhausted)]
+
+
 def best_child(node: Node, c: float, inf: float, rng: random.Random) -> Node:
-    """The child with the highest UCT; exact ties broken by the seeded `rng`."""
-    scores = [uct(child, node.visits, c, inf) for child in node.children]
+    """The selectable child with the highest UCT; exact ties broken by the seeded `rng`. Without rules
+    every child is selectable, as in the original."""
+    children = selectable(node)
+    scores = [uct(child, node.visits, c, inf) for child in children]
     top = max(scores)
-    tied = [child for child, score in zip(node.children, scores, strict=True) if score == top]
+    tied = [child for child, score in zip(children, scores, strict=True) if score == top]
     return tied[0] if len(tied) == 1 else rng.choice(tied)
 
 
-def select(root: Node, c: float, inf: float, rng: random.Random) -> Node:
-    """Descend from the root through fully expanded nodes to the first one that is not."""
+def close(node: Node) -> None:
+    """Nothing more is to be found at `node`: it is exhausted, and so is every ancestor left without a
+    selectable child."""
+    node.exhausted = True
+    parent = node.parent
+    while parent is not None and not selectable(parent):
+        parent.exhausted = True
+        parent = parent.parent
+
+
+def select(root: Node, c: float, inf: float, rng: random.Random) -> Node | None:
+    """Descend from the root through fully expanded nodes to the first one that is not; None when the
+    whole tree is exhausted (every line the rules allow has been closed off)."""
+    if root.exhausted:
+        return None
     node = root
     while node.expanded:
         node = best_child(node, c, inf, rng)
@@ -104,7 +127,7 @@ def choose_answer(
     """Project choice (docs/ALGORITHM.md): the best end leaf, finished ones (with an extractable answer)
     first, by V; with `weighted_verify` the answer whose end leaves have the largest summed V. Without end
     leaves, the highest-V node anywhere (fallback). Remaining ties go to the earliest node."""
-    nodes = list(nodes)
+    nodes = [n for n in nodes if not n.illegal]
     leaves = [n for n in nodes if is_end_leaf(n, end_gate)]
     if not leaves:
         pool = [n for n in nodes if n.depth > 0] or nodes
@@ -150,6 +173,7 @@ def to_records(
                 answer=answer,
                 correct=correct,
                 reflection=n.critique,
+                illegal=n.illegal,
             )
         )
     return records

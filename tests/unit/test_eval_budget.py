@@ -58,7 +58,7 @@ class FakePool:
     def map_prm(self, method, items, chunk, **kw):
         return [0.9 if r.steps[-1].endswith(str(int(r.question[1:]) % 4)) else 0.2 for r in items]
 
-    def run_shards(self, shards, search_cfg):
+    def run_shards(self, shards, search_cfg, progress=None, progress_every=30.0, on_shard=None):
         self.search_cfgs.append((shards[0].kind, search_cfg))
         return [self.workers[i % 2].run_shard(s, search_cfg)["path"] for i, s in enumerate(shards)]
 
