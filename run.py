@@ -1,4 +1,4 @@
-"""restmcts entry point: `python run.py key=value ...`.
+"""restmcts entry point: `python run.py key=value ...` (`--help`, `-h`, `--version`: conf/help.py).
 
 Composes and checks the config (exit 2 with one line on any mistake), validates the question data,
 then starts or joins Ray and hands over to the driver (`mode=train`) or the evaluator (`mode=evaluate`).
@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+
+HELP_FLAGS = ("--help", "-h")
 
 
 def main(argv: list[str]) -> int:
+    if any(a in HELP_FLAGS for a in argv):
+        from conf.help import help_text
+
+        print(help_text(), end="")
+        return 0
+    if "--version" in argv:
+        from conf.help import version
+
+        print(f"restmcts {version()}")
+        return 0
     from conf.load import ConfigError, check_model_paths, compose, to_yaml
 
     try:
@@ -20,9 +33,12 @@ def main(argv: list[str]) -> int:
             print(to_yaml(cfg), end="")
             return 0
         check_model_paths(cfg)
-        from pipeline.data import DataError, load_questions
+        logging.basicConfig(
+            level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        )
+        from pipeline.data import DataError
 
-        train, heldout = load_questions(cfg.task, cfg.data, seed=cfg.seed)
+        train, heldout = _questions(cfg)
     except ConfigError as e:
         print(f"restmcts: config error: {e}", file=sys.stderr)
         return 2
@@ -30,9 +46,6 @@ def main(argv: list[str]) -> int:
         print(f"restmcts: data error: {e}", file=sys.stderr)
         return 2
 
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
     from pipeline.progress import quiet_logs
 
     # Libraries' progress bars and known-harmless warnings: hidden unless log_level=DEBUG; set before
@@ -48,6 +61,27 @@ def main(argv: list[str]) -> int:
     except RunDirError as e:
         print(f"restmcts: run directory error: {e}", file=sys.stderr)
         return 2
+
+
+def _questions(cfg) -> tuple[list, list]:
+    """(train, heldout), with drawn question sets kept under `<cache_dir>/sets` for the whole process:
+    the warm-start and D_V0 sets round 0 reads later come from there too (pipeline/tasks/set_cache.py)."""
+    from pathlib import Path
+
+    from pipeline.data import load_questions
+    from pipeline.tasks.set_cache import STATS, keep_sets_in
+
+    keep_sets_in(Path(cfg.cache_dir) / "sets")
+    t0 = time.monotonic()
+    train, heldout = load_questions(cfg.task, cfg.data, seed=cfg.seed)
+    logging.getLogger("restmcts.start").info(
+        "start: question sets in %.1f s (%d read from %s/sets, %d drawn)",
+        time.monotonic() - t0,
+        STATS["read"],
+        cfg.cache_dir,
+        STATS["drawn"],
+    )
+    return train, heldout
 
 
 def _dispatch(cfg, argv: list[str], train: list, heldout: list) -> int:

@@ -23,8 +23,9 @@ class ConfigError(ValueError):
     """A configuration mistake the user can fix; the message is one line."""
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The choices of a config group: the names of the YAML files under `conf_dir/<group>/`."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
 def _load_yaml(path: Path, what: str) -> DictConfig:

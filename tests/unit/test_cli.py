@@ -64,3 +64,67 @@ def test_json_item_without_content_names_item_and_field(tmp_path):
     assert proc.returncode != 0
     line = error_line(proc)
     assert str(path) in line and "item 1" in line and "'content'" in line
+
+
+def test_help_exits_0_with_groups_keys_examples_and_docs():
+    from conf.load import compose, group_options
+
+    for flag in ("--help", "-h"):
+        proc = run(flag, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout
+        for mode in ("train", "evaluate", "compare"):
+            assert f"\n  {mode} " in out
+        for group in ("backbone", "task", "preset"):
+            assert f"{group}=" in out
+            for name in group_options(group):
+                assert f"\n    {name} " in out, (group, name)
+        assert out.count("\n  python run.py") == 3  # three examples
+        defaults = compose([])
+        assert f"search.iteration_limit      [{defaults.search.iteration_limit}]" in out
+        assert "eval.methods                [[cot, mcts]]" in out
+        assert "runs/<run.name>/" in out and ".cache/restmcts/" in out
+        assert "docs/ARCHITECTURE.md" in out
+
+
+def test_help_lists_a_file_added_under_a_group(tmp_path):
+    """The choices are the files under conf/<group>/, read when --help runs: a new file is listed."""
+    import shutil
+
+    from conf.help import help_text
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (conf / "backbone" / "qwen_local.yaml").write_text(
+        "# My local Qwen checkpoint. Second sentence.\nbackbone:\n  name: qwen_local\n"
+    )
+    (conf / "preset" / "gpu8.yaml").write_text("preset: gpu8\n")
+    text = help_text(conf)
+    assert "\n    qwen_local  My local Qwen checkpoint.\n" in text
+    assert "\n    gpu8\n" in text  # no comment: the name alone
+    assert "Second sentence" not in text
+    assert "qwen_local" not in help_text()  # the real conf/ has no such file
+
+
+def test_defaults_shown_are_the_composed_config(monkeypatch):
+    """Every listed key shows what `python run.py` would get; change that config, the help follows."""
+    from omegaconf import OmegaConf
+
+    import conf.help as help_mod
+    from conf.load import compose
+
+    text = help_mod.help_text()
+    defaults = compose([])
+    for key, _ in help_mod.KEYS:
+        assert f"  {key:<28}[{help_mod._show(OmegaConf.select(defaults, key))}]" in text, key
+    monkeypatch.setattr(help_mod, "compose", lambda argv: compose([*argv, "pool.search_workers=7"]))
+    assert "  pool.search_workers         [7]" in help_mod.help_text()
+
+
+def test_version_exits_0():
+    from conf.help import version
+
+    proc = run("--version", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"restmcts {version()}\n"
+    assert version()[0].isdigit()
