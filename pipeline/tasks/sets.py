@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from pipeline.records import Question
+from pipeline.tasks import set_cache
 
 # sample(rng, difficulty) -> None (rejected) or (key, build): `key` says which questions are the same;
 # build() -> the Question, or None when it turns out unusable (e.g. unsolvable).
@@ -39,11 +40,30 @@ def draw_distinct(
 ) -> list[Question]:
     """`counts[d]` questions of each difficulty d, distinct by key and none keyed in `exclude`, drawn
     from `random.Random(stream(d))`; interleaved by difficulty. ValueError naming `what` when
-    `max_tries(count)` draws do not find enough."""
+    `max_tries(count)` draws do not find enough.
+
+    After `set_cache.keep_sets_in(dir)`, a set an identical earlier draw kept there is read instead
+    (the expensive part is `build()`: countdown's solver); see pipeline/tasks/set_cache.py."""
+    names = [stream(d) for d in counts]
+    path = set_cache.set_file(names, counts, exclude, what)
+    probes = [set_cache.probe(sample, n, d) for n, d in zip(names, counts, strict=True)] if path else []
+    per_d = set_cache.load(path, probes)
+    if per_d is None:
+        per_d = _draw(counts, names, sample, exclude, max_tries, what)
+        if path is not None:
+            set_cache.save(path, what, probes, per_d)
+    mixed: list[Question] = []
+    for i in range(max(map(len, per_d), default=0)):
+        mixed.extend(qs[i] for qs in per_d if i < len(qs))
+    return mixed
+
+
+def _draw(counts, names, sample, exclude, max_tries, what) -> list[list[Question]]:
+    """The questions of each difficulty, in the order of `counts` (see draw_distinct)."""
     seen = set(exclude)
     per_d: list[list[Question]] = []
-    for d, count in counts.items():
-        rng = random.Random(stream(d))
+    for (d, count), name in zip(counts.items(), names, strict=True):
+        rng = random.Random(name)
         out: list[Question] = []
         tries = 0
         while len(out) < count:
@@ -59,10 +79,7 @@ def draw_distinct(
             seen.add(drawn[0])
             out.append(question)
         per_d.append(out)
-    mixed: list[Question] = []
-    for i in range(max(map(len, per_d), default=0)):
-        mixed.extend(qs[i] for qs in per_d if i < len(qs))
-    return mixed
+    return per_d
 
 
 def warm_counts(task_cfg: Any, max_difficulty: int) -> dict[int, int]:
