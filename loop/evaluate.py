@@ -390,13 +390,14 @@ def _line(r: dict[str, Any]) -> str:
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| method | accuracy (%) | correct | ungradable | tokens/question | seconds |",
-        "|---|---|---|---|---|---|",
+        "| method | accuracy (%) | correct | ungradable | tokens/question | verified | illegal | seconds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m, r in results["methods"].items():
+        illegal = f"{r['illegal']}/{r['proposals']}" if r.get("proposals") else "-"
         lines.append(
             f"| {m} | {100 * r['accuracy']:.1f} | {r['correct']}/{r['total']} | {r['ungradable']} | "
-            f"{r['tokens_per_question']:.0f} | {r['seconds']:.1f} |"
+            f"{r['tokens_per_question']:.0f} | {r.get('verified', 0)} | {illegal} | {r['seconds']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -407,16 +408,17 @@ def sweep_table(results: dict[str, Any]) -> str:
     if not sweep:
         return ""
     lines = [
-        "| method | budget scale | knob | accuracy (%) | correct | tokens/question | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| method | budget scale | knob | accuracy (%) | correct | tokens/question | by difficulty (%) | seconds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m, points in sweep["methods"].items():
         for p in points:
             scale = "-" if p["scale"] is None else f"{p['scale']:g}"
             knob = "greedy" if p["value"] is None else f"{sweep['knobs'][m]}={p['value']}"
+            by_d = " ".join(f"{d}: {100 * a:.1f}" for d, a in p.get("by_difficulty", {}).items()) or "-"
             lines.append(
                 f"| {m} | {scale} | {knob} | {100 * p['accuracy']:.1f} | {p['correct']}/{p['total']} | "
-                f"{p['tokens_per_question']:.0f} | {p['seconds']:.1f} |"
+                f"{p['tokens_per_question']:.0f} | {by_d} | {p['seconds']:.1f} |"
             )
     return "\n".join(lines)
 

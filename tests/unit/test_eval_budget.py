@@ -181,3 +181,16 @@ def test_evaluate_main_prints_both_tables_and_draws_the_png(tmp_path, monkeypatc
     data = json.loads((tmp_path / "sweep" / "eval.json").read_text())
     assert set(data["sweep"]["methods"]) == {"cot", "sc", "bon", "mcts", "tot_bfs", "tot_dfs"}
     assert (tmp_path / "sweep" / "eval_budget.png").stat().st_size > 0
+
+
+def test_every_method_prints_progress_with_its_total(tmp_path, caplog):
+    import logging
+
+    cfg = compose([*BASE, "eval.budgets=[2]"])
+    with caplog.at_level(logging.INFO):
+        evaluate.evaluate_methods(FakePool(), QUESTIONS, cfg, 0, tmp_path)
+    for method in cfg.eval.methods:
+        if method != "bon":  # bon reuses the samples sc drew (one sampling pass, one progress line)
+            assert f"round 0 eval {method}: done 8/8 questions" in caplog.text
+    for method in ("sc", "mcts", "tot_dfs"):  # the sweep's points too, named by their knob value
+        assert f"round 0 eval {method} (" in caplog.text
