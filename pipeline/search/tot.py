@@ -13,6 +13,10 @@ ends it (a step starting with the answer prefix, or a `\\boxed`) or it is `max_d
 
 Answer: DFS's gated solution when found; otherwise the finished solution with the highest PRM value
 (any the search generated, pruned ones included), else the highest-valued node (`fallback`).
+
+With a task's rules (pipeline/tasks/rules.py) illegal children stay in the tree but are never ranked,
+kept or expanded, and siblings reaching one state merge; when the rules verify (`rules.verifiable`) and
+`cfg.verified_stop`, both searches stop at the first verified child and return it.
 """
 
 from __future__ import annotations
