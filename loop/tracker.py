@@ -18,13 +18,22 @@ TensorBoard event files go under `<run_dir>/tensorboard/` (`tensorboard --logdir
 wandb runs offline unless `WANDB_MODE` is set (`wandb sync runs/<name>/wandb/offline-run-*` uploads one
 later), project `restmcts` unless `WANDB_PROJECT` is set, files under `<run_dir>/wandb/`. Neither
 package is a hard dependency: a missing one raises `TrackerError` naming the pip extra.
+
+Resume: a run started again on its directory continues its tracker. The wandb run id is kept in
+`<run_dir>/wandb/run_id` and passed with `resume="allow"`, so online the same wandb run goes on; offline,
+each start writes a fragment `offline-run-<time>-<id>` under the same id, and `wandb sync` uploads the
+fragments of one id as one run, in start order. Both trackers first read the run's `metrics.jsonl`, so
+the x axes continue where the interrupted start left them (a loss curve does not restart at step 0).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +53,7 @@ __all__ = [
 
 KINDS = ("none", "tensorboard", "wandb")
 SKIP = ("event", "round", "time", "phase")  # bookkeeping keys, never scalars
+RUN_ID_FILE = "run_id"  # under <run_dir>/wandb/: the wandb run a resumed run continues
 
 
 class TrackerError(ConfigError):
@@ -74,6 +84,13 @@ class Tracker:
 
     def close(self) -> None:
         """Flush and finish. Safe to call twice."""
+
+    def catch_up(self, events: list[dict[str, Any]]) -> None:
+        """Advance the x axes over events an earlier start already sent (nothing is written), so a
+        resumed run's points land after them."""
+        for event in events:
+            if scalars_of(event):
+                self._step(_prefix(event), event)
 
     def __enter__(self) -> Tracker:
         return self
@@ -150,8 +167,11 @@ class WandbTracker(Tracker):
         self.wandb = wandb
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = _wandb_run_id(run_dir)
         self.run = wandb.init(
             mode=os.environ.get("WANDB_MODE", "offline"),
+            id=self.run_id,
+            resume="allow",  # the same id again continues that run (offline: a fragment of it)
             dir=str(run_dir),
             project=os.environ.get("WANDB_PROJECT", "restmcts"),
             name=run_dir.name,
@@ -194,10 +214,43 @@ def make_tracker(kind: str, run_dir: str | Path, config: Any = None) -> Tracker:
     if kind == "none":
         return NoTracker()
     if kind == "tensorboard":
-        return TensorBoardTracker(Path(run_dir), config)
-    if kind == "wandb":
-        return WandbTracker(Path(run_dir), config)
-    raise TrackerError(f"bad value for 'tracker': {kind!r}; allowed: {', '.join(KINDS)}")
+        tracker: Tracker = TensorBoardTracker(Path(run_dir), config)
+    elif kind == "wandb":
+        tracker = WandbTracker(Path(run_dir), config)
+    else:
+        raise TrackerError(f"bad value for 'tracker': {kind!r}; allowed: {', '.join(KINDS)}")
+    tracker.catch_up(_earlier_events(Path(run_dir) / "metrics.jsonl"))
+    return tracker
+
+
+def _wandb_run_id(run_dir: Path) -> str:
+    """The run's wandb id: read from `<run_dir>/wandb/run_id`, or made (8 characters, as wandb's own
+    ids) and kept there on the first start."""
+    path = run_dir / "wandb" / RUN_ID_FILE
+    if path.is_file():
+        kept = path.read_text(encoding="utf-8").strip()
+        if kept:
+            return kept
+    alphabet = string.ascii_lowercase + string.digits
+    run_id = "".join(secrets.choice(alphabet) for _ in range(8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n", encoding="utf-8")
+    return run_id
+
+
+def _earlier_events(path: Path) -> list[dict[str, Any]]:
+    """The rows of an existing metrics.jsonl (a torn last line, from a killed run, is skipped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def scalars_of(event: dict[str, Any]) -> dict[str, float]:
@@ -231,6 +284,4 @@ def _missing(extra: str) -> str:
 
 
 def _config_markdown(config: dict[str, Any]) -> str:
-    import json
-
     return "```\n" + json.dumps(config, indent=2, default=str, sort_keys=True) + "\n```"

@@ -121,3 +121,87 @@ def test_missing_extra_is_a_one_line_error(tmp_path, monkeypatch, kind):
 def test_bad_kind(tmp_path):
     with pytest.raises(TrackerError, match="allowed: none, tensorboard, wandb"):
         make_tracker("mlflow", tmp_path, None)
+
+
+class FakeWandbRun:
+    def __init__(self, kwargs):
+        self.kwargs, self.rows, self.finished = kwargs, [], False
+
+    def define_metric(self, *args, **kwargs):
+        pass
+
+    def log(self, row):
+        self.rows.append(row)
+
+    def finish(self):
+        self.finished = True
+
+
+def _fake_wandb(monkeypatch):
+    import types
+
+    runs: list[FakeWandbRun] = []
+
+    def init(**kwargs):
+        runs.append(FakeWandbRun(kwargs))
+        return runs[-1]
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    return runs
+
+
+def test_a_resumed_run_continues_its_wandb_run_and_axes(tmp_path, monkeypatch):
+    """Start, stop, start again on the same run directory: one wandb id (kept in the run directory),
+    resume allowed, and the second start's loss curve continues after the first's."""
+    runs = _fake_wandb(monkeypatch)
+    first = MetricsLog(tmp_path / "metrics.jsonl", tracker=make_tracker("wandb", tmp_path, {"seed": 0}))
+    for step in (10, 20):
+        first.event("train", 1, phase="sft", step=step, loss=0.5)
+    first.event("eval", 0, acc_cot=0.4)
+    first.close()
+    second = MetricsLog(tmp_path / "metrics.jsonl", tracker=make_tracker("wandb", tmp_path, {"seed": 0}))
+    second.event("train", 2, phase="sft", step=10, loss=0.3)  # the next round's job starts at 0 again
+    second.event("note", None, value=1.0)
+    second.close()
+    kept = (tmp_path / "wandb" / "run_id").read_text().strip()
+    assert len(kept) == 8 and [r.kwargs["id"] for r in runs] == [kept, kept]
+    assert all(r.kwargs["resume"] == "allow" and r.finished for r in runs)
+    assert runs[1].rows[0] == {"train/sft/step": 30, "train/sft/loss": 0.3}  # after 20, not at 10
+    other = tmp_path / "other"
+    make_tracker("wandb", other, None).close()
+    assert runs[2].kwargs["id"] != kept  # another run directory, another wandb run
+
+
+def test_resumed_tensorboard_steps_continue(tmp_path):
+    rec = Recorder()
+    m = MetricsLog(tmp_path / "metrics.jsonl", tracker=rec)
+    for step in (10, 20):
+        m.event("train", 1, phase="sft", step=step, loss=1.0)
+    m.close()
+    (tmp_path / "metrics.jsonl").open("a").write('{"event": "train", "ro')  # torn by a kill
+    again = Recorder()
+    again.catch_up([json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()[:2]])
+    again.log({"event": "train", "round": 2, "phase": "sft", "step": 5, "loss": 0.5})
+    assert again.rows == [("train/sft", {"loss": 0.5}, 25, "step")]
+    from loop.tracker import _earlier_events
+
+    assert len(_earlier_events(tmp_path / "metrics.jsonl")) == 2  # the torn line is skipped
+
+
+def test_wandb_offline_resume_keeps_one_run_id(tmp_path, monkeypatch):
+    """Real wandb, offline: each start writes a fragment directory under the same run id, which
+    `wandb sync` uploads as one run."""
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    for _ in range(2):
+        m = MetricsLog(tmp_path / "metrics.jsonl", tracker=make_tracker("wandb", tmp_path, {"seed": 0}))
+        _run_events(m)
+        m.close()
+    kept = (tmp_path / "wandb" / "run_id").read_text().strip()
+    fragments = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(fragments) == 2
+    assert all(f.name.startswith("offline-run-") and f"-{kept}" in f.name for f in fragments)
+    assert all(list(f.glob(f"run-{kept}.wandb")) for f in fragments)
