@@ -33,6 +33,7 @@ from typing import Any
 
 from loop.compare_report import _fresh, _load, build_report
 from loop.methods import METHODS
+from loop.progress import Progress
 from pipeline.rundir import RunDir, atomic_write_json, atomic_write_jsonl
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ def run_dirs(root: str | Path, name: str) -> dict[str, Path]:
 
 
 def compare_main(cfg: Any, argv: Sequence[str]) -> int:
-    """Train (or resume) the three runs, analyse the final rest_mcts models, write the report."""
+    """Train (or resume) the three runs, analyse the final rest_mcts models, write the report.
+
+    Progress: one plain line per finished part (the three runs, then the analysis) with done/total,
+    rate and ETA; each run's phases print their own progress lines in between."""
     from conf.load import compose
     from loop.driver import train_main
     from pipeline.data import load_questions
@@ -58,20 +62,24 @@ def compare_main(cfg: Any, argv: Sequence[str]) -> int:
         shutil.rmtree(out)
     train, heldout = load_questions(cfg.task, cfg.data, seed=cfg.seed)
     train_base = [a for a in base if a.split("=", 1)[0] != "eval.budgets"]  # the sweep is analysis only
-    for m in METHODS:
-        own = ["mode=train", f"method={m}", f"run.name={cfg.run.name}-{m}"]
-        rc = train_main(
-            compose(train_base + own + [f"baselines.budget_run={dirs['rest_mcts']}"]), train, heldout
-        )
-        if rc != 0:
-            return rc
-    methods = "[" + ",".join(SEARCH_EVAL_METHODS) + "]"
-    mcts_cfg = compose(
-        base
-        + ["mode=train", "method=rest_mcts", f"run.name={cfg.run.name}-rest_mcts", f"eval.methods={methods}"]
-    )
-    analyse(mcts_cfg, dirs, train, heldout, out)
-    report = build_report(out, dirs, cfg.iteration)
+    with Progress("compare", len(METHODS) + 1, "parts", interval=0.0, logger=log, live=False) as bar:
+        for i, m in enumerate(METHODS, start=1):
+            log.info("compare: run %d/%d: method=%s in %s", i, len(METHODS), m, dirs[m])
+            own = ["mode=train", f"method={m}", f"run.name={cfg.run.name}-{m}"]
+            rc = train_main(
+                compose(train_base + own + [f"baselines.budget_run={dirs['rest_mcts']}"]), train, heldout
+            )
+            if rc != 0:
+                bar.close(summary=f"run {m} exited with {rc}", failed=True)
+                return rc
+            bar.update(1, last=m)
+        log.info("compare: analysis of the final rest_mcts models in %s", out)
+        methods = "[" + ",".join(SEARCH_EVAL_METHODS) + "]"
+        own = ["mode=train", "method=rest_mcts", f"run.name={cfg.run.name}-rest_mcts"]
+        analyse(compose(base + own + [f"eval.methods={methods}"]), dirs, train, heldout, out)
+        report = build_report(out, dirs, cfg.iteration)
+        bar.update(1, last="analysis")
+        bar.summary = f"report {report}"
     print(report.read_text(encoding="utf-8"))
     print(f"restmcts: comparison report {report}")
     return 0

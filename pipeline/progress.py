@@ -38,6 +38,7 @@ it). The training workers do more (transformers' own switch, Ray Train's report 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -77,7 +78,10 @@ class Progress:
         interval: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
+        live: bool = True,
     ):
+        """`live=False`: plain lines even on a terminal, for a phase whose units take minutes while other
+        phases log in between (a bar would be torn by their lines): compare's runs."""
         if total is None or total < 0:
             raise ValueError(f"Progress({name!r}): total must be known and >= 0, got {total!r}")
         self.name = name
@@ -94,7 +98,7 @@ class Progress:
         self._last_line = self.start  # time of the last plain line (the first comes after one interval)
         self._closed = False
         self._bar: Any = None
-        if _isatty(self.stream):
+        if live and _isatty(self.stream):
             self._bar = self._make_bar()
 
     # -- public API ---------------------------------------------------------------------------------
@@ -203,7 +207,10 @@ def _format_rate(rate: float) -> str:
         return f"{rate:.0f}"
     if rate >= 1:
         return f"{rate:.1f}"
-    return f"{rate:.2f}"
+    if rate >= 0.1:
+        return f"{rate:.2f}"
+    # minutes per unit (compare's runs): two significant digits, fixed point (0.017, 0.0012, not 0.00)
+    return f"{rate:.{1 - math.floor(math.log10(rate))}f}"
 
 
 def _isatty(stream: Any) -> bool:

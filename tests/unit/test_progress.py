@@ -92,3 +92,74 @@ def test_tty_draws_a_bar_and_logs_the_summary(lines):
     drawn = stream.getvalue()
     assert "eval cot" in drawn and "5/5" in drawn
     assert lines() == [lines()[-1]] and lines()[-1].startswith("eval cot: done 5/5 questions in ")
+
+
+def _fake_compare(monkeypatch, tmp_path, fail: str | None = None):
+    """compare_main with its three training runs and analysis replaced by recorders (no Ray, no model);
+    the clock advances 60 s per part."""
+    import functools
+
+    import loop.compare as compare
+    import loop.driver as driver
+    import pipeline.data as data
+    from conf.load import compose
+
+    clock = FakeClock()
+    monkeypatch.setattr(compare, "Progress", functools.partial(Progress, clock=clock))
+    done: list[str] = []
+
+    def train_main(cfg, train, heldout):
+        clock.t += 60.0
+        done.append(cfg.method)
+        return 3 if cfg.method == fail else 0
+
+    def analyse(cfg, dirs, train, heldout, out):
+        clock.t += 60.0
+        done.append("analysis")
+
+    def build_report(out, dirs, iteration):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text("# report\n")
+        return out / "report.md"
+
+    monkeypatch.setattr(driver, "train_main", train_main)
+    monkeypatch.setattr(data, "load_questions", lambda task, data_cfg, seed: ([], []))
+    monkeypatch.setattr(compare, "analyse", analyse)
+    monkeypatch.setattr(compare, "build_report", build_report)
+    argv = ["mode=compare", "iteration=0", f"run.root={tmp_path}", "run.name=cmp"]
+    return compare.compare_main(compose(argv), argv), done
+
+
+@pytest.fixture
+def compare_lines(caplog):
+    caplog.set_level(logging.INFO, logger="loop.compare")
+    return lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith("compare: ")]
+
+
+def test_compare_prints_done_total_rate_and_eta_per_part(compare_lines, monkeypatch, tmp_path, capsys):
+    rc, done = _fake_compare(monkeypatch, tmp_path)
+    assert rc == 0 and done == ["rest_mcts", "rest_em", "self_rewarding", "analysis"]
+    out = [line for line in compare_lines() if " parts" in line]
+    assert out[:4] == [
+        "compare: 1/4 parts (25%) 0.017 parts/s, elapsed 1m00s, ETA 3m00s, last=rest_mcts",
+        "compare: 2/4 parts (50%) 0.017 parts/s, elapsed 2m00s, ETA 2m00s, last=rest_em",
+        "compare: 3/4 parts (75%) 0.017 parts/s, elapsed 3m00s, ETA 1m00s, last=self_rewarding",
+        "compare: 4/4 parts (100%) 0.017 parts/s, elapsed 4m00s, ETA 0s, last=analysis",
+    ]
+    assert out[4].startswith("compare: done 4/4 parts in 4m00s — report ")
+    assert "# report" in capsys.readouterr().out
+
+
+def test_compare_says_which_run_failed(compare_lines, monkeypatch, tmp_path):
+    rc, done = _fake_compare(monkeypatch, tmp_path, fail="rest_em")
+    assert rc == 3 and done == ["rest_mcts", "rest_em"]
+    assert compare_lines()[-1] == "compare: failed at 1/4 parts in 2m00s — run rest_em exited with 3"
+
+
+def test_slow_rates_keep_their_digits():
+    clock = FakeClock()
+    bar = Progress("x", total=10, unit="runs", stream=TTY(), interval=0.0, clock=clock, live=False)
+    assert bar._bar is None  # live=False: plain lines even on a terminal
+    clock.t += 800
+    bar.update(1)
+    assert bar.line() == "x: 1/10 runs (10%) 0.0013 runs/s, elapsed 13m20s, ETA 2h00m"
