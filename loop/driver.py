@@ -77,8 +77,12 @@ class Driver:
         return info
 
     def pool(self, models: dict[str, Any]) -> Any:
-        """The search pool on the current checkpoints, started on first use."""
-        return self.pools.get(models["policy_dir"], models["prm_dir"])
+        """The search pool on the current checkpoints, started on first use (its start time logged)."""
+        before, t0 = self.pools.pool, time.monotonic()
+        pool = self.pools.get(models["policy_dir"], models["prm_dir"])
+        if pool is not before:
+            log.info("search pool up in %.1f s", time.monotonic() - t0)
+        return pool
 
     def evaluate(self, k: int, models: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
         from loop.evaluate import evaluate_methods
@@ -143,7 +147,9 @@ def train_main(cfg: DictConfig, train: list[Question], heldout: list[Question]) 
                 clear_run_dir(root)  # everything but the lock we hold
             run = RunDir(root)
             run.check_or_save_config(cfg)
+            t_ray = time.monotonic()
             with ray_session(cfg) as url:
+                log.info("start: Ray up in %.1f s", time.monotonic() - t_ray)
                 check_pool_fits(cfg)  # a pool that can never be placed fails now, not after round 0
                 print(f"restmcts: run directory {root}  |  Ray dashboard {url}", flush=True)
                 evals = Driver(cfg, train, heldout, run).fit()
