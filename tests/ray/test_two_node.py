@@ -88,6 +88,11 @@ TINY = [
     "train.worker_resources={node2: 1}",
     "backbone.sft.num_workers=1",
     "backbone.sft.max_steps=2",
+    # the barely trained policy finds no correct trace: keep every depth-2 leaf, so the SFT job runs
+    "search.max_depth=2",
+    "selection.sft_filter=authors",
+    "selection.authors_min_value=0",
+    "selection.authors_min_chars=0",
     "backbone.prm_train.num_workers=0",
     "backbone.prm_train.max_steps=2",
 ]
