@@ -2,7 +2,8 @@
 
 A plain class (`ray.remote` applied by the pool). The model is loaded with `models.prm.load_prm`
 (a plain LM directory loads as an untrained PRM with a fixed-seed head); texts are rendered with
-`PromptFormat.prefix`, exactly what the PRM is trained on.
+`PromptFormat.prefix`, or as the task's state when the PRM directory says it reads the state
+(`models.value.PRMReader`): exactly what the PRM is trained on.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class PRMActor:
     def reload(self, model_dir: str) -> None:
         """Load (new) PRM weights from an HF directory (with or without a trained value head)."""
         from models.prm import load_prm
+        from models.value import reader_of
 
         self.release()
         dtype = pick_dtype(self.backbone.dtype, self.device)
@@ -51,6 +53,7 @@ class PRMActor:
             trust_remote_code=bool(self.backbone.trust_remote_code),
             head=self.backbone.prm_head,
         )
+        self.reader = reader_of(model_dir, self.fmt)
         self.model_dir = model_dir
         log.info("PRM loaded from %s on %s", model_dir, self.device)
 
@@ -73,7 +76,7 @@ class PRMActor:
         if self.model is None:
             raise RuntimeError("PRM weights were released; call reload(model_dir) first")
         t0 = time.monotonic()
-        texts = [self.fmt.prm_text(r.question, tuple(r.steps), self.tokenizer) for r in requests]
+        texts = [self.reader.text(r.question, tuple(r.steps), self.tokenizer) for r in requests]
         unique = sorted(set(texts), key=lambda t: (t.text, t.last_step_start))
         values = score_texts(self.model, self.tokenizer, unique, self.max_length, self.max_batch_size)
         by_text = dict(zip(unique, values, strict=True))

@@ -1,11 +1,15 @@
-"""Round 0 of the tiny backbone: warm-start time and greedy accuracy per difficulty on held-out arith.
+"""Round 0 of the tiny backbone: warm-start time and greedy accuracy per difficulty on held-out questions.
 
-    python bench/warm_start_report.py [key=value ...] [--per-difficulty 100] [--samples 8]
+    python bench/warm_start_report.py [key=value ...] [--per-difficulty 100] [--samples 8] [--legal 50]
+    python bench/warm_start_report.py task=countdown --per-difficulty 100 --legal 50
 
-Builds (or reuses from cache_dir) the warm-started policy, then decodes the held-out questions greedily
-with HF `generate`, one step at a time (each call stops at the step delimiter), and checks every trace
-with the arith step checker. `--samples N` also samples N solutions per question at the search
-temperature: pass@N and the number of distinct first steps show whether sampling still explores.
+Builds (or reuses from cache_dir) the warm-started policy, then decodes the held-out questions of the
+configured built-in task (arith, countdown) greedily with HF `generate`, one step at a time (each call
+stops at the step delimiter), and checks every trace with the task's step checker. `--samples N` also
+samples N solutions per question at the search temperature: pass@N and the number of distinct first
+steps show whether sampling still explores. `--legal Q` samples one solution at temperature 1 for Q
+held-out questions per difficulty and prints the share of sampled lines the checker accepts, by depth
+(after a wrong line the trace's own state goes on, as `check_trace` does).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch  # noqa: E402
 
 from conf.load import compose  # noqa: E402
 from pipeline.prompting import PromptFormat  # noqa: E402
-from pipeline.tasks.arith import check_trace, make_task_split  # noqa: E402
+from pipeline.tasks import builtin  # noqa: E402
 from trainers.warm_start import ensure_initial_prm, ensure_warm_start  # noqa: E402
 
 
@@ -94,6 +98,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=0)
     parser.add_argument("--sample-questions", type=int, default=25, help="per difficulty, for --samples")
     parser.add_argument(
+        "--legal", type=int, default=0, help="questions per difficulty for sampled-line legality"
+    )
+    parser.add_argument(
         "--prm", action="store_true", help="also build the D_V0 PRM and print its held-out metrics"
     )
     args = parser.parse_args()
@@ -118,7 +125,9 @@ def main() -> None:
 
     tok = AutoTokenizer.from_pretrained(policy_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
-    _, heldout = make_task_split(cfg.task, cfg.seed)
+    task = builtin(cfg.task.name)
+    check_trace = task.check_trace
+    _, heldout = task.make_task_split(cfg.task, cfg.seed)
     max_steps = cfg.search.max_depth
     print(f"{'d':>2} {'n':>4} {'greedy ans':>10} {'greedy steps-ok':>15}", end="")
     print(f" {'pass@' + str(args.samples):>8} {'distinct 1st':>12}" if args.samples else "")
@@ -141,6 +150,26 @@ def main() -> None:
                 distinct += len({s[0] if s else "" for s in mine})
             line += f" {solved / len(sub):>8.1%} {distinct / len(sub):>12.2f}"
         print(line, flush=True)
+    if args.legal:
+        step_tokens = cfg.backbone.max_step_tokens
+        levels = sorted({q.difficulty for q in heldout})
+        qs = [q for d in levels for q in [x for x in heldout if x.difficulty == d][: args.legal]]
+        torch.manual_seed(cfg.seed)
+        sols = solve(model, tok, fmt, [q.content for q in qs], max_steps, step_tokens, 1.0)
+        print_legal([check_trace(q, s) for q, s in zip(qs, sols, strict=True)])
+
+
+def print_legal(checks: list) -> None:
+    """Share of sampled lines the task's checker accepts, by depth and overall."""
+    by_depth: dict[int, list[bool]] = {}
+    for check in checks:
+        for depth, step in enumerate(check.steps, 1):
+            by_depth.setdefault(depth, []).append(not step.error)
+    every = [ok for oks in by_depth.values() for ok in oks]
+    cells = "  ".join(f"d{k}: {sum(v) / len(v):.0%} of {len(v)}" for k, v in sorted(by_depth.items()))
+    print(
+        f"sampled lines legal (temperature 1, {len(checks)} solutions): {sum(every) / len(every):.1%}  {cells}"
+    )
 
 
 if __name__ == "__main__":

@@ -97,6 +97,8 @@ class TrainConfig:
     torch_threads: int = 0  # > 0: torch.set_num_threads in the training process (1 is best on a busy CPU)
     freeze_backbone: bool = False  # PRM jobs only: train the value head, keep the LM (and its likelihoods)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    group_by_length: bool = False  # batches of rows of similar length (less padding), shuffled per epoch
+    prm_loss: str = "mse"  # PRM jobs only: mse | bce (cross-entropy against the soft target in [0, 1])
 
 
 @dataclass
@@ -121,6 +123,17 @@ class BackboneConfig:
     # solution and of the last step (models/prm.py; needs the LM head and vocabulary-sized logits);
     # logprob = that MLP on the four log-probability features alone.
     prm_head: str = "linear"
+    # What the round-0 PRM reads: text = prompt + steps (a head on the PRM base); state = the task's state
+    # after the steps (pipeline.tasks.rules.state_text, countdown: `24 5 2 to 41`) read by a small value
+    # model of its own trained from scratch (tiny backbone, tasks with a state only). A trained PRM
+    # directory records what it reads (prm_config.json), so later rounds read the same.
+    prm_reads: str = "text"
+    # tiny backbone, prm_reads=state: the value model's shape and D_V0's solver-labelled walks per question
+    value_hidden: int = 128
+    value_layers: int = 4
+    value_heads: int = 4
+    value_intermediate: int = 512
+    value_walks: int = 4
     max_prompt_tokens: int = 256
     max_step_tokens: int = 32
     max_solution_tokens: int = 256

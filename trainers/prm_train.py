@@ -1,6 +1,8 @@
 """PRM regression: MSE between the value head's sigmoid output and `PRMExample.target`.
 
-Input = `PromptFormat.prm_text(question, steps)`, the same rendering the PRM actor scores. A
+Input = what the PRM reads (`models.value.PRMReader`: `PromptFormat.prm_text(question, steps)`, or the
+task's state for a state-reading value model, as its directory records), the same rendering the PRM
+actor scores. Loss (`train_cfg.prm_loss`): MSE, or cross-entropy against the soft target. A
 deterministic share of questions (`train_cfg.eval_fraction`, by a hash of the question id and seed) is
 held out; before and after training the job reports on it the MSE and the pairwise ranking accuracy:
 over pairs of sibling prefixes (same question, same parent steps) with r = 0 and r = 1, how often the
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 from models.prm import encode, load_prm, save_prm
+from models.value import reader_of
 from pipeline.prompting import PRMText, PromptFormat
 from pipeline.records import PRMExample, from_dict, to_dict
 from trainers.engine import (
@@ -80,6 +83,16 @@ def _mse_loss(engine, batch: dict) -> torch.Tensor:
     return torch.nn.functional.mse_loss(_values(engine, batch).float(), batch["targets"])
 
 
+def _bce_loss(engine, batch: dict) -> torch.Tensor:
+    """Cross-entropy of the value (a sigmoid output) against the soft target in [0, 1]: no vanishing
+    gradient where MSE's sigmoid saturates; minimised at the target, as MSE is."""
+    values = _values(engine, batch).float().clamp(1e-6, 1 - 1e-6)
+    return torch.nn.functional.binary_cross_entropy(values, batch["targets"])
+
+
+LOSSES = {"mse": _mse_loss, "bce": _bce_loss}
+
+
 @torch.no_grad()
 def evaluate(engine, rows: list[tuple[PRMText, float]], tokenizer, cfg, ctx: WorkerContext) -> list[float]:
     """Scores of `rows` (text, target), computed shard-wise on every rank (ZeRO-3 needs all ranks)."""
@@ -130,11 +143,14 @@ def prm_worker(config: dict) -> None:
             enable_gradient_checkpointing(model.backbone)
         if cfg.lora.enabled:
             model.backbone = apply_lora(model.backbone, cfg.lora, task_type="FEATURE_EXTRACTION")
+    if cfg.prm_loss not in LOSSES:
+        raise ValueError(f"prm_loss must be one of {', '.join(LOSSES)}, got {cfg.prm_loss!r}")
+    reader = reader_of(config["base_dir"], fmt)
     examples = [from_dict(PRMExample, d) for d in config["examples"]]
     train, held = split_heldout(examples, cfg.eval_fraction, cfg.seed)
 
     def rows(items: list[PRMExample]) -> list[tuple[PRMText, float]]:
-        return [(fmt.prm_text(e.question, e.steps, tokenizer), e.target) for e in items]
+        return [(reader.text(e.question, e.steps, tokenizer), e.target) for e in items]
 
     train_rows, held_rows = rows(train), rows(held)
     plan = make_plan(len(train_rows), cfg, ctx.world_size)
@@ -144,7 +160,7 @@ def prm_worker(config: dict) -> None:
     def collate(chunk: list[tuple[PRMText, float]]) -> dict:
         return encode_batch(tokenizer, [t for t, _ in chunk], [v for _, v in chunk], cfg.max_length)
 
-    result = fit(engine, train_rows, collate, _mse_loss, cfg, ctx, plan, config["name"])
+    result = fit(engine, train_rows, collate, LOSSES[cfg.prm_loss], cfg, ctx, plan, config["name"])
     after = heldout_metrics(held, evaluate(engine, held_rows, tokenizer, cfg, ctx))
 
     out_dir = config["out_dir"]
@@ -153,7 +169,9 @@ def prm_worker(config: dict) -> None:
         if ctx.rank == 0:
             if cfg.lora.enabled:
                 module.backbone = module.backbone.merge_and_unload()
-            save_prm(module, tokenizer, tmp, extra={"prompt_format": config["prompt_format"]})
+            save_prm(
+                module, tokenizer, tmp, extra={"prompt_format": config["prompt_format"], **reader.meta()}
+            )
     if ctx.rank == 0:
         replace_dir(tmp, out_dir)
         metrics = summary(result, plan, len(train_rows), ctx)

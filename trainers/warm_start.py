@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from models.backbones import _cached, _key, prompt_tokenizer, resolve_backbone
+from models.device import train_dtype_name
 from pipeline.progress import Progress
 from pipeline.prompting import PromptFormat
 from pipeline.tasks import BUILTIN, builtin
@@ -66,13 +67,19 @@ def _digest(questions: list) -> str:
 
 # TrainConfig keys added after round-0 entries were first cached: left out of the key at these values,
 # so an entry built before a key existed is still found (its job ran as if the key had that value).
-_ADDED_LATER = {"freeze_backbone": False, "gradient_checkpointing": False}
+_ADDED_LATER = {
+    "freeze_backbone": False,
+    "gradient_checkpointing": False,
+    "group_by_length": False,
+    "prm_loss": "mse",
+}
 
 
 def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: Any, seed: int) -> dict:
     """Every input of a round-0 build. The task enters only through `data` (its question set's digest
-    and size), so runs with other train/held-out sizes share the entry."""
-    return {
+    and size), so runs with other train/held-out sizes share the entry. The dtype the job will train in
+    (`models.device.train_bf16`: it follows the hardware) enters when it is not float32."""
+    spec = {
         "kind": kind,
         "version": ROUND0_VERSION,
         "base_dir": str(Path(base_dir).resolve()),
@@ -81,6 +88,8 @@ def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: An
         "train": {k: v for k, v in train_cfg_dict(train_cfg).items() if _ADDED_LATER.get(k, ...) != v},
         "seed": seed,
     }
+    dtype = train_dtype_name(train_cfg.bf16)
+    return spec if dtype == "float32" else dict(spec, dtype=dtype)
 
 
 def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
@@ -98,7 +107,12 @@ def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: in
     def build(tmp: Path) -> None:
         tokenizer = prompt_tokenizer(backbone_cfg, base)
         examples = [fmt.gold_example(q, "warm_start", tokenizer) for q in questions]
-        log.info("warm start: SFT on %d worked solutions (cached once in %s)", len(examples), cache_dir)
+        log.info(
+            "round 0 warm start: SFT on %d worked solutions in %s (cached once in %s)",
+            len(examples),
+            train_dtype_name(train_cfg.bf16),
+            cache_dir,
+        )
         metrics = train_sft(
             base,
             examples,
@@ -115,8 +129,16 @@ def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: in
 
 
 def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
-    """Directory of the round-0 PRM trained on D_V0, trained on first call, cached after."""
+    """Directory of the round-0 PRM trained on D_V0, trained on first call, cached after.
+
+    `backbone.prm_reads=state`: a value model of its own reading the task's state (trainers.state_prm)."""
     _task(task_cfg)
+    if backbone_cfg.prm_reads == "state":
+        from trainers.state_prm import ensure_state_prm
+
+        return ensure_state_prm(backbone_cfg, task_cfg, cache_dir, seed)
+    if backbone_cfg.prm_reads != "text":
+        raise ValueError(f"backbone.prm_reads must be text or state, got {backbone_cfg.prm_reads!r}")
     # The PRM starts from the warm-started policy, the tiny stand-in for the paper's pretrained value
     # backbones: from the untrained base, D_V0 regression stayed near the constant predictor (MSE ~0.11).
     base = ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed)

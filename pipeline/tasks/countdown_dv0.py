@@ -153,3 +153,49 @@ def label_samples(
                     seen.add((q.id, e.steps))
                     out.append(e)
     return out
+
+
+def _walk(rng: random.Random, numbers: tuple[int, ...], target: int, answer_prefix: str) -> list[str]:
+    """One random legal walk from the question: each operation keeps the target reachable half the time
+    (when one can), else is any legal operation; it stops with a right answer line once the target is
+    made, and at a single number left (a dead end, valued as such without an answer line)."""
+    state, lines = numbers, []
+    while True:
+        if lines and state[0] == target:
+            return [*lines, f"{answer_prefix} {target}"]
+        options = list(moves(state))
+        if not options:
+            return lines
+        if rng.random() < 0.5:
+            live = [o for o in options if o[3] == target or (len(o[4]) > 1 and reachable(o[4], target))]
+            options = live or options
+        a, op, b, r, nxt = rng.choice(options)
+        lines.append(format_step(a, op, b, r, nxt))
+        state = nxt
+
+
+def walk_dv0(
+    questions: Sequence[Question],
+    seed: int,
+    walks: int,
+    answer_prefix: str = "The answer is",
+    illegal_share: float = 0.1,
+) -> list[PRMExample]:
+    """D_V0 for a value model that reads the state: `walks` random legal walks per question (`_walk`),
+    every prefix valued by the solver as a search tree would value it (`label_sample`: live states rise
+    towards 1 with the operations left, dead ends fall), distinct per (question, prefix); and for a
+    share `illegal_share` of the questions one illegal line (a wrong result), valued as a wrong step.
+    Deterministic for (questions, seed, walks)."""
+    out, seen = [], set()
+    for q in questions:
+        rng = random.Random(f"dv0-walk/{seed}/{q.id}")
+        numbers, target = parse_question(q.content)
+        traces = [_walk(rng, tuple(numbers), target, answer_prefix) for _ in range(walks)]
+        if rng.random() < illegal_share:
+            traces.append([_error_line(rng, tuple(numbers))])
+        for steps in traces:
+            for e in label_sample(q, steps, answer_prefix):
+                if (q.id, e.steps) not in seen:
+                    seen.add((q.id, e.steps))
+                    out.append(e)
+    return out

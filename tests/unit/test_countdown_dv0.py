@@ -56,3 +56,34 @@ def test_the_policys_own_samples_are_valued_by_the_solver():
         assert abs(recompute_target(e) - e.target) < 1e-12
     both = label_samples([q], [[q.solution, q.solution, illegal]])
     assert len(both) == len({e.steps for e in both}) == 6  # distinct prefixes only
+
+
+def test_walks_are_legal_states_valued_by_the_solver():
+    from pipeline.tasks.countdown_dv0 import walk_dv0
+    from pipeline.tasks.countdown_solver import reachable
+
+    qs = countdown.generate(40, [3, 4], seed=5)
+    examples = walk_dv0(qs, seed=0, walks=3, illegal_share=0.5)
+    assert examples == walk_dv0(qs, seed=0, walks=3, illegal_share=0.5)  # deterministic
+    assert len({(e.question_id, e.steps) for e in examples}) == len(examples)  # distinct prefixes
+    by_id = {q.id: q for q in qs}
+    live = dead = illegal = solved = 0
+    for e in examples:
+        q = by_id[e.question_id]
+        assert 0.0 <= e.target <= 1.0
+        assert abs(recompute_target(e) - e.target) < 1e-9
+        numbers, target = countdown.parse_question(q.content)
+        if e.steps[-1].startswith("The answer is"):
+            solved += e.r == 0
+            assert (e.r == 0) == countdown.verify(q, e.steps) and (e.target == 1.0) == (e.r == 0)
+            continue
+        state = countdown.apply_steps(numbers, e.steps)
+        if state is None:  # the illegal line
+            illegal += 1
+            assert e.r == 1
+            continue
+        ok = state[0] == target or (len(state) > 1 and reachable(state, target))
+        assert e.r == (0 if ok else 1), e
+        live, dead = live + ok, dead + (not ok)
+    assert live > 40 and dead > 40 and solved > 10 and illegal > 5
+    assert len(walk_dv0(qs, seed=1, walks=6)) > len(walk_dv0(qs, seed=1, walks=2))
