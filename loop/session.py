@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -141,14 +141,12 @@ def shared_dirs(cfg: Any) -> list[tuple[str, str]]:
     return dirs
 
 
-def check_shared_storage(
-    cfg: Any, probe: Callable[[list[tuple[str, str, str]]], list[str]] | None = None
-) -> None:
+def check_shared_storage(cfg: Any) -> None:
     """On a Ray cluster of more than one node, before any actor or model starts: the driver writes a
     token file into each of `shared_dirs`, and one zero-CPU task on each node that could host an actor
     or a training worker (`work_asks`) reads them back. The first node that cannot raises ConfigError
-    with one line naming the node, the key and the fix. `probe` replaces `actors.cluster.read_tokens`
-    (tests: a node told to look elsewhere)."""
+    with one line naming the node, the key and the fix (tests simulate a node without the mount by
+    replacing `actors.cluster.read_tokens`, which runs on each node)."""
     from actors.cluster import alive_nodes, node_label, probe_nodes, read_tokens, remove_token, write_token
     from actors.placement import can_host
     from conf.load import ConfigError
@@ -158,6 +156,8 @@ def check_shared_storage(
         return
     asks = work_asks(cfg)
     hosts = [n for n in nodes if can_host(asks, n.get("Resources", {}))]
+    if not hosts:  # nothing can be placed anywhere: check_pool_fits says which keys to change
+        return
     token = uuid.uuid4().hex
     checks: list[tuple[str, str, str]] = []
     try:
@@ -166,7 +166,7 @@ def check_shared_storage(
                 checks.append((key, write_token(directory, f".restmcts-node-check-{token}", token), token))
             except Exception as e:  # the driver itself cannot write there: also a config mistake
                 raise ConfigError(f"cannot write to {key}={directory} ({type(e).__name__}: {e})") from None
-        answers = probe_nodes([n["NodeID"] for n in hosts], checks, probe or read_tokens)
+        answers = probe_nodes([n["NodeID"] for n in hosts], checks, read_tokens)
     finally:
         for _, path, _ in checks:
             remove_token(path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -31,9 +32,15 @@ def free_port() -> int:
 def start_cluster(cpus: int):
     """Head (`head`: 1) and node2 (`node2`: 4), `cpus` logical CPUs each; dashboard on 127.0.0.1 on a free
     port (Ray Train's controller needs it; the test session's own Ray may hold 8265)."""
+    import ray
     from ray.cluster_utils import Cluster
 
+    # Ray processes that look for "the" cluster on this machine (Ray Train's PlacementGroupCleaner) would
+    # pick the latest one started, maybe another test session's: name ours in the environment they inherit.
+    port = free_port()
+    os.environ["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
     head = {
+        "gcs_server_port": port,
         "num_cpus": cpus,
         "resources": {"head": 1},
         "include_dashboard": True,
