@@ -43,9 +43,9 @@ class Steps:
         self.last = now
 
     def table(self) -> str:
-        lines = [f"{'step':<44}{'seconds':>8}"]
-        lines += [f"{name:<44}{s:>8.1f}" for name, s in self.rows]
-        lines.append(f"{'total (process start -> pool up -> Ray down)':<44}{time.monotonic() - T0:>8.1f}")
+        lines = [f"{'step':<60}{'seconds':>8}"]
+        lines += [f"{name:<60}{s:>8.1f}" for name, s in self.rows]
+        lines.append(f"{'total (process start -> pool up -> Ray down)':<60}{time.monotonic() - T0:>8.1f}")
         return "\n".join(lines)
 
 
@@ -76,9 +76,11 @@ def main() -> None:
     steps.done("imports (ray, torch)")
     from conf.load import compose
     from pipeline.data import load_questions
+    from pipeline.progress import quiet_logs
     from pipeline.tasks import set_cache
 
     cfg = compose(overrides)
+    quiet_logs(cfg.log_level)  # as run.py: the actors inherit the quiet environment
     steps.done("config")
     set_cache.keep_sets_in(None if args.no_set_cache else Path(cfg.cache_dir) / "sets")
     train, heldout = load_questions(cfg.task, cfg.data, seed=cfg.seed)
