@@ -50,6 +50,9 @@ from pipeline.tasks.trace import (
     AFTER_ANSWER,
     ANSWER_TOO_EARLY,
     GARBAGE,
+    ILLEGAL,
+    LEGAL,
+    SOLVED,
     WRONG_ANSWER,
     WRONG_ARITHMETIC,
     StepCheck,
@@ -383,8 +386,6 @@ def step_rule(question: Question | str, steps: Sequence[str], answer_prefix: str
     whole trace verifies (it ends with a right answer line), `illegal` when any line is wrong (bad
     arithmetic, a number not available, a wrong `left` list, garbage, an answer too early or wrong, a line
     after the answer), else `legal`. The empty solution is `legal`."""
-    from pipeline.tasks.rules import ILLEGAL, LEGAL, SOLVED
-
     check = check_trace(question, steps, answer_prefix)
     if check.correct:
         return SOLVED

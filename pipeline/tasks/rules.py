@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from pipeline.records import Question
+from pipeline.tasks.trace import ILLEGAL, LEGAL, SOLVED
 
-LEGAL, ILLEGAL, SOLVED = "legal", "illegal", "solved"
+__all__ = ["ILLEGAL", "LEGAL", "NO_RULES", "SOLVED", "Rules", "rules_for", "state_text", "task_verifier"]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ ANSWER_TOO_EARLY = "answer too early"  # answer line before the work is done
 WRONG_ANSWER = "wrong answer"  # answer line whose number is not the gold answer / target
 AFTER_ANSWER = "after answer"  # any line after the answer line
 
+# A task's verdict on the last step of a partial solution (its `step_rule`, pipeline/tasks/rules.py)
+LEGAL, ILLEGAL, SOLVED = "legal", "illegal", "solved"
+
 
 @dataclass(frozen=True)
 class StepCheck:

@@ -172,6 +172,7 @@ def test_evaluate_main_prints_both_tables_and_draws_the_png(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "actors.pool", fake_pool_module)
     monkeypatch.setattr(actors.cluster, "init_ray", lambda ray_cfg: "http://dash")
     monkeypatch.setattr(actors.cluster, "shutdown_ray", lambda: None)
+    monkeypatch.setattr(actors.cluster, "alive_nodes", lambda: [])  # no Ray: no cluster to check
     monkeypatch.setattr(loop.round0, "round0_models", lambda cfg: ("policy", "prm"))
     cfg = compose([*BASE, "eval.budgets=[0.5,2]", f"run.root={tmp_path}", "run.name=sweep"])
     assert evaluate.evaluate_main(cfg, [], QUESTIONS) == 0
