@@ -45,7 +45,6 @@ SAFE_TO_CHANGE = (
     "backbone.prm_resources.",
     "eval.methods",
     "eval.budgets",
-    "eval.verify_batch",  # how verified best-of-n batches its draws: the same samples either way
     "train.",  # where Ray Train keeps its state and which nodes host its workers: not what is computed
 )
 
