@@ -1,10 +1,11 @@
 """Drawn question sets kept on disk, so a second start on the same seed does not draw them again.
 
-Countdown's four sets (warm start, D_V0, held-out, train) cost ~15 s on 2 cores, mostly the solver:
-~146,000 reachability checks and ~22,700 gold solutions. A start drew the warm-start set three times
-(the train/held-out split avoids round 0's sets, then the warm start and the initial PRM hash theirs),
-also with round 0 cached. `sets.draw_distinct` asks this module first when a directory is set
-(`keep_sets_in`, called by run.py with `<cache_dir>/sets`); without one nothing is read or written.
+Countdown's four sets (warm start, D_V0, held-out, train) cost 8.4 s on a quiet 2-core machine, mostly
+the solver: ~146,000 reachability checks and ~22,700 gold solutions. A start drew the warm-start set
+(5.5 s) three times (the train/held-out split avoids round 0's sets, then the warm start and the initial
+PRM hash theirs): ~20 s at every start, also with round 0 cached. `sets.draw_distinct` asks this module first when a directory is set
+(`keep_sets_in`, called by run.py with `<cache_dir>/sets`); without one nothing is read or written, and
+a set that draws in under WORTH_KEEPING_S (all of arith's) is not kept.
 
 Why a kept set can be trusted:
 - its file is named by the hash of everything `draw_distinct` is given that can be written down (the
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when the file layout changes
 PROBE = 2048  # samples per difficulty whose keys must match the kept file's (see the docstring)
+# A set drawn faster than this is not kept: reading and probing it would cost about as much (arith's
+# sets draw in ~0.05 s; countdown's warm-start set in ~5.5 s, its held-out set in ~1 s on 2 cores).
+WORTH_KEEPING_S = 0.25
 _state: dict[str, Any] = {"dir": None, "fingerprint": None}
 STATS = {"read": 0, "drawn": 0}  # sets read from files / drawn and written, since keep_sets_in
 
@@ -73,16 +77,17 @@ def probe(sample: Callable[[random.Random, int], Any], stream: str, difficulty: 
     return h.hexdigest()
 
 
-def load(path: Path | None, probes: list[str]) -> list[list[Question]] | None:
+def load(path: Path | None, probes: Callable[[], list[str]]) -> list[list[Question]] | None:
     """The kept questions per difficulty, or None: no directory or file, an unreadable or older file,
-    or a probe that differs (the sample function's parameters changed)."""
+    or a probe that differs (the sample function's parameters changed). `probes()` gives this draw's
+    probes; it runs only when there is a file to check."""
     if path is None or not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("version") != VERSION:
             return None
-        if data["probes"] != probes:
+        if data["probes"] != probes():
             log.info("question set %s was drawn with other parameters; drawing it again", path.name)
             return None
         per_d = [[from_dict(Question, q) for q in qs] for qs in data["questions"]]

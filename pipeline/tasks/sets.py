@@ -11,6 +11,7 @@ or shard of a set mixes them.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -46,12 +47,16 @@ def draw_distinct(
     (the expensive part is `build()`: countdown's solver); see pipeline/tasks/set_cache.py."""
     names = [stream(d) for d in counts]
     path = set_cache.set_file(names, counts, exclude, what)
-    probes = [set_cache.probe(sample, n, d) for n, d in zip(names, counts, strict=True)] if path else []
+
+    def probes() -> list[str]:
+        return [set_cache.probe(sample, n, d) for n, d in zip(names, counts, strict=True)]
+
     per_d = set_cache.load(path, probes)
     if per_d is None:
+        t0 = time.monotonic()
         per_d = _draw(counts, names, sample, exclude, max_tries, what)
-        if path is not None:
-            set_cache.save(path, what, probes, per_d)
+        if path is not None and time.monotonic() - t0 >= set_cache.WORTH_KEEPING_S:
+            set_cache.save(path, what, probes(), per_d)
     mixed: list[Question] = []
     for i in range(max(map(len, per_d), default=0)):
         mixed.extend(qs[i] for qs in per_d if i < len(qs))

@@ -13,7 +13,8 @@ from pipeline.tasks import countdown, set_cache, sets
 
 
 @pytest.fixture
-def cache(tmp_path):
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(set_cache, "WORTH_KEEPING_S", 0.0)  # these small sets draw in milliseconds
     previous = set_cache.keep_sets_in(tmp_path / "sets")
     yield tmp_path / "sets"
     set_cache.keep_sets_in(previous)
@@ -128,3 +129,15 @@ def _uncached(fn):
         return fn()
     finally:
         set_cache._state["dir"] = previous
+
+
+def test_a_set_that_draws_fast_is_not_kept(tmp_path, monkeypatch):
+    previous = set_cache.keep_sets_in(tmp_path / "sets")
+    try:
+        monkeypatch.setattr(set_cache, "WORTH_KEEPING_S", 3600.0)
+        countdown.generate(5, [3], seed=0)
+        assert set_cache.STATS == {"read": 0, "drawn": 0} and not (tmp_path / "sets").exists()
+        monkeypatch.setattr(set_cache, "probe", None)  # no file to check: the probe is not drawn
+        countdown.generate(5, [3], seed=0)
+    finally:
+        set_cache.keep_sets_in(previous)
