@@ -165,6 +165,43 @@ def test_worker_trees_do_not_depend_on_how_many_run_at_once(tmp_path):
     assert [q for q, *_ in trees[1]] == ["q0", "q1", "q2", "q3", "q4"]
 
 
+def test_worker_runs_several_shards_at_once_with_the_same_trees_and_each_shard_as_it_ends(tmp_path):
+    """Trees of 3 shards in flight together (more trees than one shard holds) give each shard the rows it
+    gets alone; shards are handed back one by one, a short shard before the long one it ran beside."""
+    from actors.search_worker import LocalBackend, SearchWorker
+    from conf.schema import SearchConfig
+    from pipeline.shards import Shard
+    from tests.fakes import FakeProposer, FakeScorer, hashed_proposer, hashed_scorer
+
+    cfg = SearchConfig(iteration_limit=6, branch=3, roll_forward_steps=1)
+    qs = _questions(9)
+    work = [
+        Shard(i, 1, part, str(tmp_path / f"s{i}.jsonl")) for i, part in enumerate((qs[:6], qs[6:8], qs[8:]))
+    ]
+
+    def worker(k):
+        backend = LocalBackend(FakeProposer(hashed_proposer()), FakeScorer(hashed_scorer()))
+        return SearchWorker(backend, trees_in_flight=k, answer_prefix="The answer is")
+
+    def trees(rows):  # a row without its wall-clock seconds
+        return [(r["question_id"], r["seed"], r["nodes"], {**r["result"], "seconds": 0}) for r in rows]
+
+    alone, batches_alone = {}, 0
+    for s in work:
+        w = worker(1)
+        alone[s.shard_id] = trees(w.search_shard(s, cfg)["rows"])
+        batches_alone += w.progress()["batches_propose"]
+    together = worker(9)
+    seen = []
+    for result in together.search_shards(work, cfg):
+        seen.append(result["shard_id"])
+        assert together.progress()["shards_done"] == len(seen)  # handed back before the others end
+        assert trees(result["rows"]) == alone[result["shard_id"]]
+    assert sorted(seen) == [0, 1, 2] and seen[-1] == 0  # the 6-question shard ends last
+    progress = together.progress()
+    assert progress["trees_done"] == 9 and progress["batches_propose"] < batches_alone
+
+
 def test_worker_on_the_tiny_policy_and_prm_counts_every_token(trained_dir, backbone, tmp_path):
     from actors.policy import PolicyActor
     from actors.prm import PRMActor
