@@ -59,7 +59,7 @@ def set_file(streams: list[str], counts: dict[int, int], exclude: set, what: str
     if _state["dir"] is None:
         return None
     h = hashlib.sha256()
-    h.update(json.dumps([VERSION, _fingerprint(), streams, sorted(counts.items()), what]).encode())
+    h.update(json.dumps([VERSION, _fingerprint(), streams, list(counts.items()), what]).encode())
     for key in sorted(repr(k) for k in exclude):  # tuples of ints or strings: repr is stable
         h.update(key.encode() + b"\0")
     first = (streams[0] if streams else "set").replace("/", "-")
