@@ -14,8 +14,8 @@ they are created, `actors.placement` checks that the cluster can hold them (`Pla
 it never can; a wait with progress lines, up to `pool.placement_timeout_s`, while it is busy).
 Search workers write no files: they return each shard's rows and the pool writes the shard file.
 Failures are handled here, once: a replica is restarted by Ray (`pool.max_restarts`) and its in-flight
-calls re-sent; a search worker that dies is replaced and its shard re-queued (`shard_retries` counts
-them; a shard that fails more than `pool.max_restarts` times raises). An exception raised by the search
+calls re-sent; a search worker that dies is replaced and its unfinished shards re-queued (`shard_retries`
+counts them; a shard that fails more than `pool.max_restarts` times raises). An exception raised by the search
 itself is a bug and is raised at once, never retried.
 
 `reload` rebuilds the replicas from the new directories rather than loading in place, so a replica that
@@ -26,6 +26,7 @@ arguments), and so GPU resources are really returned to Ray between `release` an
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -40,6 +41,25 @@ from pipeline.shards import Shard, write_shard
 
 log = logging.getLogger(__name__)
 
+# pool.trees_in_flight=auto: batch sizes of the policy's raw throughput curve, sampled tokens per row there,
+# the share of the best tokens/s that counts as the curve's knee, and policy rows a tree in flight adds to
+# its worker's batch (a tree waiting on the PRM adds none, an expansion adds `search.branch`)
+CURVE_ROWS = (1, 16, 64, 128, 256, 512, 1024)
+CURVE_TOKENS = 8
+KNEE_SHARE = 0.95
+ROWS_PER_TREE = 1.0
+
+
+def knee_rows(curve: Sequence[dict[str, float]], share: float = KNEE_SHARE) -> int:
+    """The smallest batch (rows) of a throughput curve reaching `share` of its best tokens/s."""
+    best = max(p["tokens_per_s"] for p in curve)
+    return min(int(p["rows"]) for p in curve if p["tokens_per_s"] >= share * best)
+
+
+def curve_line(curve: Sequence[dict[str, float]]) -> str:
+    """`1: 358, 64: 7622, ...` (rows: tokens/s)."""
+    return ", ".join(f"{int(p['rows'])}: {p['tokens_per_s']:.0f}" for p in curve)
+
 
 class Pool:
     worker_cls: type = SearchWorker  # the search worker class (tests put a guarded subclass here)
@@ -52,6 +72,13 @@ class Pool:
         self.policy: list[Any] = []
         self.prm: list[Any] = []
         self.workers: list[Any] = []
+        self.curve: list[dict[str, float]] | None = None  # the policy's raw throughput curve (auto)
+        if str(pool.trees_in_flight) != "auto" and not (
+            str(pool.trees_in_flight).isdigit() and int(pool.trees_in_flight) > 0
+        ):
+            raise ValueError(
+                f"bad value for 'pool.trees_in_flight': {pool.trees_in_flight!r}; allowed: auto or an integer >= 1"
+            )
         self._build()
 
     @classmethod
@@ -107,7 +134,7 @@ class Pool:
     def _new_worker(self, i: int) -> Any:
         import ray
 
-        # max_concurrency 2: `progress()` answers while `search_shard` runs; failures are handled by the pool.
+        # max_concurrency 2: `progress()` answers while `search_shards` runs; failures are handled by the pool.
         cls = ray.remote(self.worker_cls).options(
             name=f"search-{i}",
             num_cpus=self.cfg.worker_num_cpus,
@@ -117,7 +144,9 @@ class Pool:
         )
         backend = RayBackend(self.policy, self.prm, offset=i)
         fallbacks = list(self.backbone.answer_fallbacks)
-        return cls.remote(backend, self.cfg.trees_in_flight, self.backbone.answer_prefix, i, fallbacks)
+        trees = self.cfg.trees_in_flight  # a default only: run_shards passes every call its own count
+        trees = 1 if str(trees) == "auto" else int(trees)
+        return cls.remote(backend, trees, self.backbone.answer_prefix, i, fallbacks)
 
     def release(self) -> None:
         """Stop every actor: model memory, devices and Ray resources are free for training."""
@@ -143,57 +172,99 @@ class Pool:
         progress: Callable[[dict[str, Any]], None] | None = None,
         progress_every: float = 30.0,
         on_shard: Callable[[Shard], None] | None = None,
+        shards_per_call: int = 0,
     ) -> list[str]:
-        """Run every shard on the search workers (one shard per worker at a time); returns the shard
-        files in `shards` order. The workers return each shard's rows through Ray's object store and this
-        process (the driver) writes the file atomically as each shard arrives, so the workers need no
-        access to the run directory and a killed run keeps every shard finished so far.
-        `progress(self.progress())` is called every `progress_every` seconds; `on_shard(shard)` once per
-        shard as its file is written."""
+        """Run every shard on the search workers; returns the shard files in `shards` order.
+
+        Each worker gets one streaming `search_shards` call over its share of the shards (every W-th
+        shard; `shards_per_call=k` > 0 instead hands out k shards per call, a worker taking the next
+        ones as its call ends: k=1 is the old one-shard-at-a-time pool), with up to `trees_in_flight()`
+        trees of them in flight at once. The workers return each shard's rows through Ray's object store
+        as the shard's last tree ends, and this process (the driver) writes the file atomically at once,
+        so the workers need no access to the run directory and a killed run keeps every shard finished
+        so far. `progress(self.progress())` is called every `progress_every` seconds; `on_shard(shard)`
+        once per shard as its file is written."""
         import ray
 
-        pending = deque(shards)
-        free = deque(range(len(self.workers)))
+        trees = self.trees_in_flight([q.content for s in shards for q in s.questions[:1]])
+        w_count = len(self.workers)
+        if shards_per_call > 0:
+            groups = [list(shards[i : i + shards_per_call]) for i in range(0, len(shards), shards_per_call)]
+        else:
+            groups = [list(shards[w::w_count]) for w in range(w_count) if shards[w::w_count]]
+        pending, free = deque(groups), deque(range(w_count))
         failures: dict[int, int] = {}
-        running: dict[Any, tuple[int, Shard]] = {}
+        running: dict[Any, tuple[int, dict[int, Shard]]] = {}  # call -> (worker, its unfinished shards)
         paths: dict[int, str] = {}
         last = time.monotonic()
         while pending or running:
             while pending and free:
-                w, shard = free.popleft(), pending.popleft()
-                running[self.workers[w].search_shard.remote(shard, search_cfg)] = (w, shard)
+                w, group = free.popleft(), pending.popleft()
+                call = self.workers[w].search_shards.remote(group, search_cfg, trees)
+                running[call] = (w, {s.shard_id: s for s in group})
             ready, _ = ray.wait(list(running), num_returns=1, timeout=progress_every)
-            if ready:
-                w, shard = running.pop(ready[0])
-                if self._collect(ready[0], w, shard, paths, failures):
-                    pending.appendleft(shard)
+            for call in ready:
+                w, left = running[call]
+                shard = self._collect(call, w, left, paths, failures)
+                if shard is None:  # the call ended (all its shards written) or its worker died
+                    del running[call]
+                    if left:
+                        pending.appendleft(list(left.values()))
+                    free.append(w)
                 elif on_shard is not None:
                     on_shard(shard)
-                free.append(w)
             if progress and time.monotonic() - last >= progress_every:
                 progress(self.progress())
                 last = time.monotonic()
         return [paths[s.shard_id] for s in shards]
 
+    def trees_in_flight(self, questions: Sequence[str]) -> int:
+        """Trees each search worker keeps in flight: `pool.trees_in_flight`, or for `auto` enough that
+        one worker's policy batch reaches the knee of the policy's measured raw throughput curve
+        (`knee_rows`; measured once per pool on policy-0 with `questions`' prompts, kept across reloads;
+        an engine without a curve: `policy.max_batch_size` rows)."""
+        import ray
+
+        setting = self.cfg.trees_in_flight
+        if str(setting) != "auto":
+            return int(setting)
+        if self.curve is None:
+            self.curve = ray.get(
+                self.policy[0].throughput_curve.remote(
+                    list(questions[:64]) or ["1"], CURVE_ROWS, CURVE_TOKENS
+                )
+            )
+            log.info("policy throughput curve: %s", curve_line(self.curve))
+        rows = knee_rows(self.curve) if self.curve else int(self.policy_cfg.max_batch_size)
+        trees = max(1, math.ceil(rows / ROWS_PER_TREE))
+        log.info("pool.trees_in_flight=auto: %d trees per worker (policy batches of ~%d rows)", trees, rows)
+        return trees
+
     def _collect(
-        self, ref: Any, w: int, shard: Shard, paths: dict[int, str], failures: dict[int, int]
-    ) -> bool:
-        """Write a finished shard's file; True when its worker died and the shard must run again."""
+        self, call: Any, w: int, left: dict[int, Shard], paths: dict[int, str], failures: dict[int, int]
+    ) -> Shard | None:
+        """Write the next finished shard of a streaming call and return it; None when the call has ended
+        or its worker died (then `left` keeps the shards to run again, each counted as a failure)."""
         import ray
         from ray.exceptions import RayActorError
 
         try:
-            result = ray.get(ref)
+            result = ray.get(next(call))
+        except StopIteration:
+            return None
         except RayActorError as e:
-            failures[shard.shard_id] = failures.get(shard.shard_id, 0) + 1
-            self.shard_retries += 1
-            log.warning("search-%d died on shard %d (%s); re-queued", w, shard.shard_id, type(e).__name__)
-            if failures[shard.shard_id] > int(self.cfg.max_restarts):
-                raise RuntimeError(f"shard {shard.shard_id} failed {failures[shard.shard_id]} times") from e
+            self.shard_retries += len(left)
+            ids = sorted(left)
+            log.warning("search-%d died on shards %s (%s); re-queued", w, ids, type(e).__name__)
+            for i in ids:
+                failures[i] = failures.get(i, 0) + 1
+                if failures[i] > int(self.cfg.max_restarts):
+                    raise RuntimeError(f"shard {i} failed {failures[i]} times") from e
             self._replace_worker(w)
-            return True
+            return None
+        shard = left.pop(result["shard_id"])
         paths[shard.shard_id] = write_shard(shard, result["rows"])
-        return False
+        return shard
 
     def _replace_worker(self, w: int) -> None:
         _kill_all([self.workers[w]])

@@ -230,8 +230,10 @@ class PRMConfig:
 @dataclass
 class PoolConfig:
     search_workers: int = 2
-    shard_size: int = 32  # questions per shard file
-    trees_in_flight: int = 64  # concurrent trees per search worker
+    shard_size: int = 32  # questions per shard file (a worker runs trees of several shards at once)
+    # concurrent trees per search worker, or auto: enough that a worker's policy batches reach the knee of
+    # the policy's raw throughput curve, measured once per pool (actors/pool.py: knee_rows)
+    trees_in_flight: int | str = "auto"
     worker_num_cpus: float = 0.25
     worker_resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per search worker
     max_restarts: int = 2

@@ -225,6 +225,30 @@ class HFEngine:
         flat = self._solutions(rows, max_steps)
         return [flat[i * n : (i + 1) * n] for i in range(len(questions))]
 
+    @torch.inference_mode()
+    def throughput_curve(
+        self, questions: Sequence[str], batch_sizes: Sequence[int], new_tokens: int, repeats: int = 1
+    ) -> list[dict[str, float]]:
+        """The model's raw batched sampling speed: per batch size B, HF `generate` on B prompts (the
+        questions' prompts, cycled), exactly `new_tokens` sampled tokens per row (no early stop), after a
+        warm-up. Returns [{"rows", "tokens_per_s", "seconds", "cpu_seconds"}] in `batch_sizes` order
+        (cpu_seconds: all threads of this process)."""
+        texts = [self._policy_text(q, ()) for q in questions]
+        out = []
+        for b in batch_sizes:
+            enc = self._encode([texts[i % len(texts)] for i in range(int(b))])
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            kw = {"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 1.0}
+            kw["pad_token_id"] = self.tokenizer.pad_token_id
+            self.model.generate(**enc, max_new_tokens=2, min_new_tokens=2, **kw)  # warm-up at this shape
+            t0, cpu0 = time.monotonic(), time.process_time()
+            for _ in range(repeats):
+                self.model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
+            seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
+            rate = int(b) * new_tokens * repeats / seconds
+            out.append({"rows": int(b), "tokens_per_s": rate, "seconds": seconds, "cpu_seconds": cpu})
+        return out
+
     # ------------------------------------------------------------------------------ internals
 
     def _policy_text(self, question: str, steps: Sequence[str], reflection: str = "") -> str:

@@ -1,0 +1,39 @@
+"""Sizing work in flight from the policy's raw throughput curve (pool.trees_in_flight=auto)."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.pool import curve_line, knee_rows
+from conf.schema import BackboneConfig, PolicyConfig
+
+# HF generate with sampling on the arith tiny backbone, 2 cores (shared/MEASURED.md)
+MEASURED = [
+    {"rows": 1, "tokens_per_s": 358.0},
+    {"rows": 64, "tokens_per_s": 7622.0},
+    {"rows": 256, "tokens_per_s": 10339.0},
+    {"rows": 512, "tokens_per_s": 10471.0},
+]
+
+
+def test_knee_is_the_smallest_batch_near_the_best_speed():
+    assert knee_rows(MEASURED) == 256  # 10,339 >= 0.95 x 10,471; 7,622 is not
+    assert knee_rows(MEASURED, share=0.7) == 64
+    assert knee_rows(MEASURED, share=1.0) == 512
+    assert knee_rows([{"rows": 8, "tokens_per_s": 5.0}, {"rows": 1, "tokens_per_s": 5.0}]) == 1
+    assert curve_line(MEASURED[:2]) == "1: 358, 64: 7622"
+
+
+def test_policy_measures_its_raw_curve_per_batch_size(tmp_path):
+    from actors.policy import PolicyActor
+    from tests.unit.test_actors_local import build_tiny
+
+    backbone = BackboneConfig(max_prompt_tokens=32, max_step_tokens=8, max_solution_tokens=32, dtype="auto")
+    actor = PolicyActor(build_tiny(tmp_path / "m"), backbone, PolicyConfig(max_batch_size=4))
+    curve = actor.throughput_curve(["1+2", "3*4"], [1, 8], new_tokens=4, repeats=2)
+    assert [p["rows"] for p in curve] == [1, 8]
+    for p in curve:
+        assert p["tokens_per_s"] == pytest.approx(p["rows"] * 4 * 2 / p["seconds"])
+        assert p["seconds"] > 0 and p["cpu_seconds"] > 0
+    tokens_before = actor.info()["tokens"]
+    assert tokens_before == 0  # the curve is not counted as served work
