@@ -88,7 +88,9 @@ class TrainConfig:
     num_workers: int = 2  # Ray Train workers
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
-    bf16: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | true | false
+    # auto: bf16 autocast where the hardware computes in bf16 (a GPU with it; in-process jobs also a CPU
+    # with avx512_bf16 or AMX, models/device.py), else fp32 | true | false
+    bf16: str = "auto"
     lora: LoraConfig = field(default_factory=LoraConfig)
     from_base: bool = True  # paper: fine-tune from the base model each iteration on accumulated data
     seed: int = 0

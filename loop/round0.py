@@ -3,17 +3,24 @@
 
 1. `backbone.policy_path` and `backbone.prm_path` both set: those directories, for any backbone (your own
    checkpoints, e.g. a finished run's `round_k/policy` and `round_k/prm`).
-2. `backbone=tiny`: the warm-started policy and its D_V0 PRM, trained once per machine and cached
+2. `backbone=tiny`: the warm-started policy and its D_V0 PRM, trained once per seed and recipe and cached
    (`trainers.warm_start`; the task must be one with a warm-start set, else a clear error). With
+   `backbone.prm_reads=state` the PRM is a value model of its own reading the task's state
+   (`trainers.state_prm`, countdown). With
    `trained=False`, the untrained build (what `solve(..., round0=False)` asks for).
 3. Any other backbone: its resolved directories (smollm2 converted once from its wheel).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
+from pipeline.progress import format_duration
 from pipeline.rundir import RunDir, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 def round0_models(cfg: Any, trained: bool = True) -> tuple[str, str]:
@@ -26,7 +33,11 @@ def round0_models(cfg: Any, trained: bool = True) -> tuple[str, str]:
         from trainers.warm_start import ensure_initial_prm, ensure_warm_start
 
         args = (cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
-        return str(ensure_warm_start(*args)), str(ensure_initial_prm(*args))
+        start = time.monotonic()
+        models = str(ensure_warm_start(*args)), str(ensure_initial_prm(*args))
+        took = format_duration(time.monotonic() - start)
+        log.info("round 0 ready in %s (PRM reads the %s): %s, %s", took, cfg.backbone.prm_reads, *models)
+        return models
     paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
     return str(paths.policy_dir), str(paths.prm_dir)
 

@@ -26,6 +26,7 @@ from models.value import PRMReader, build_value_base, value_spec
 from pipeline.progress import Progress
 from pipeline.prompting import PromptFormat
 from trainers.job import train_cfg_dict
+from trainers.round0_data import _digest, _task, dv0_questions, sample_solutions
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,18 @@ def state_prm_spec(backbone_cfg: Any, task_cfg: Any, seed: int, data: dict, poli
     }
 
 
-def ensure_state_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
-    """Directory of the round-0 state-reading PRM, trained on first call, cached after."""
-    from trainers.warm_start import _digest, _task, dv0_questions, ensure_warm_start, sample_solutions
-
+def ensure_state_prm(
+    backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int, policy: str | None = None
+) -> str:
+    """Directory of the round-0 state-reading PRM, trained on first call, cached after. `policy`: the
+    warm-started policy whose own samples join D_V0 (needed when `task.dv0_samples > 0`)."""
     task = _task(task_cfg)
     dv0 = _state_dv0_module(task_cfg.name)
     dv0_set, warm_set = dv0_questions(task_cfg, seed), task.warm_start_set(task_cfg, seed)
     n_samples = int(task_cfg.dv0_samples)
-    policy = ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed) if n_samples else None
+    if n_samples and policy is None:
+        raise ValueError("task.dv0_samples > 0: the state PRM's D_V0 needs the warm-started policy")
+    policy = policy if n_samples else None
     data = {
         "dv0_set": _digest(dv0_set),
         "warm_set": _digest(warm_set),

@@ -140,7 +140,7 @@ def test_state_prm_cache_key_changes_with_the_recipe():
         "backbone.value_walks=9",
         "backbone.value_hidden=64",
         "backbone.initial_prm.lr=0.005",
-        "backbone.initial_prm.prm_loss=bce",
+        "backbone.initial_prm.prm_loss=mse",
         "backbone.initial_prm.bf16=false",
         "backbone.initial_prm.bf16=true",
     ):
