@@ -57,9 +57,10 @@ class PolicyActor:
         return self.engine.sample_solutions(questions, n, temperature, seed, max_steps)
 
     def throughput_curve(
-        self, questions: Sequence[str], batch_sizes: Sequence[int], new_tokens: int, repeats: int = 1
+        self, prompts: Sequence[Any], batch_sizes: Sequence[int], new_tokens: int, repeats: int = 1
     ) -> list[dict[str, float]]:
-        """The engine's raw batched sampling speed per batch size ([{"rows", "tokens_per_s", ...}]); []
-        for an engine that does not measure one (vllm, endpoint: they batch by themselves)."""
+        """The engine's raw batched sampling speed per batch size ([{"rows", "tokens_per_s", ...}]) on
+        `prompts` (questions, or (question, steps) pairs); [] for an engine that does not measure one
+        (vllm, endpoint: they batch by themselves)."""
         curve = getattr(self.engine, "throughput_curve", None)
-        return curve(questions, batch_sizes, new_tokens, repeats) if curve else []
+        return curve(prompts, batch_sizes, new_tokens, repeats) if curve else []

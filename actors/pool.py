@@ -173,6 +173,7 @@ class Pool:
         progress_every: float = 30.0,
         on_shard: Callable[[Shard], None] | None = None,
         shards_per_call: int = 0,
+        trees_in_flight: int | None = None,
     ) -> list[str]:
         """Run every shard on the search workers; returns the shard files in `shards` order.
 
@@ -183,10 +184,10 @@ class Pool:
         as the shard's last tree ends, and this process (the driver) writes the file atomically at once,
         so the workers need no access to the run directory and a killed run keeps every shard finished
         so far. `progress(self.progress())` is called every `progress_every` seconds; `on_shard(shard)`
-        once per shard as its file is written."""
+        once per shard as its file is written; `trees_in_flight` overrides the pool's setting."""
         import ray
 
-        trees = self.trees_in_flight([q.content for s in shards for q in s.questions[:1]])
+        trees = trees_in_flight or self.trees_in_flight([q.content for s in shards for q in s.questions[:1]])
         w_count = len(self.workers)
         if shards_per_call > 0:
             groups = [list(shards[i : i + shards_per_call]) for i in range(0, len(shards), shards_per_call)]

@@ -1,16 +1,23 @@
-"""MCTS* throughput on the tiny backbone: batched pool vs one tree at a time vs raw `generate`.
+"""Search throughput of round-1 data collection: the pool vs the old pool vs one tree at a time vs the
+policy's raw batched generate, side by side in one run.
 
-    python bench/search_throughput.py [--questions 128] [--iterations 8] [--workers 2] [--trees 64]
+    python bench/search_throughput.py [--task countdown] [--questions 400] [--b-questions 8]
+        [--trees auto] [--old-trees 64] [--untrained] [--curve 1,4,16,64,128,256,512,1024]
 
-(a) pool: the questions in shards on the search workers, many trees in flight, batched model calls;
-(b) the original code's way: one tree at a time, every proposal and every PRM score its own batch-1
-    call, in one process holding both models (run on the first `--b-questions` questions: it is slow;
-    rates are per question, so the comparison holds for the same budget per question);
-(c) upper bound: the policy's raw batched `generate` (sampling, no early stop) at (a)'s mean batch size,
-    on prefixes drawn from (a)'s trees (same prompt lengths as the search's real requests).
-(b) and (c) run as Ray tasks with the policy replica's CPU share, so all three get the same threads.
-Prints questions/s and tokens/s of each, the ratios a/b and a/c, and a/c per CPU-second of the policy
-process (on a shared machine the wall-clock ratio also measures other processes' load).
+The questions are round 1's: the task's training set for the seed (`pipeline.data.load_questions`), in
+`pool.shard_size` shards, searched with `search.*` (the default run's data-collection preset) on round 0's
+models (`loop.round0.round0_models`: cached; `--untrained`: the untrained tiny build, same shapes, for a
+quick check of batching only). One pool, after a warm-up on the first shard:
+(new) the pool as configured: each worker runs trees of several shards at once, `--trees` in flight;
+(old) as before issue 28: one shard per worker at a time, `--old-trees` trees (at most a shard's);
+(b) the original code's way: one tree at a time, every proposal and PRM score its own batch-1 call, in
+    one Ray task holding both models with the policy + PRM replicas' CPUs (first `--b-questions`);
+(c) the policy's raw throughput curve: HF `generate` with sampling, `max_step_tokens` per row, no early
+    stop, measured inside the policy replica itself (same process and CPU share as the pool's calls), on
+    prefixes drawn from the trees, at `--curve` batch sizes plus each pool's own mean batch.
+Prints the curve, questions/s and tokens/s of each mode, the mean policy batch rows, and the ratios the
+issue asks for: new/old questions/s, new/b, new/c at new's own batch (also per policy CPU-second, which
+removes other processes' load on a shared machine).
 """
 
 from __future__ import annotations
@@ -28,13 +35,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def one_at_a_time(policy_dir, prm_dir, backbone, policy_cfg, prm_cfg, search_cfg, questions, round_):
-    """(b): serve each tree alone, splitting every request into batch-1 model calls."""
+def one_at_a_time(policy_dir, prm_dir, backbone, policy_cfg, prm_cfg, search_cfg, shards):
+    """(b): serve each tree alone, splitting every request into batch-1 model calls; (seconds, tokens)."""
     from actors.policy import PolicyActor
     from actors.prm import PRMActor
-    from pipeline.search.mcts import search
+    from actors.search_worker import search_factory
     from pipeline.search.protocol import Propose, serve_sync
-    from pipeline.search.seeding import derive_seed
+    from pipeline.tasks.rules import NO_RULES, rules_for
+    from pipeline.verify import solution_check
 
     class BatchOne:
         def __init__(self, policy, prm):
@@ -59,146 +67,199 @@ def one_at_a_time(policy_dir, prm_dir, backbone, policy_cfg, prm_cfg, search_cfg
             return [self.prm.score([r])[0] for r in requests]
 
     served = BatchOne(PolicyActor(policy_dir, backbone, policy_cfg), PRMActor(prm_dir, backbone, prm_cfg))
+    prefix, fallbacks = backbone.answer_prefix, list(backbone.answer_fallbacks)
     t0, tokens = time.monotonic(), 0
-    for q in questions:
-        gen = search(
-            q.content,
-            search_cfg,
-            derive_seed(round_, q.id),
-            question_id=q.id,
-            gold=q.answer,
-            answer_prefix=backbone.answer_prefix,
-        )
-        tokens += serve_sync(gen, served, served).result.generated_tokens
+    for shard in shards:
+        for q in shard.questions:
+            gen = search_factory(shard.kind)(
+                q.content,
+                search_cfg,
+                shard.tree_seed(q.id),
+                question_id=q.id,
+                gold=solution_check(q, prefix, fallbacks=fallbacks),
+                answer_prefix=prefix,
+                rules=rules_for(q, prefix) if search_cfg.rules else NO_RULES,
+            )
+            tokens += serve_sync(gen, served, served).result.generated_tokens
     return time.monotonic() - t0, tokens
 
 
-def raw_generate(policy_dir, backbone, policy_cfg, batch, prompts, repeats):
-    """(c): tokens/s of plain batched sampling with the policy's model, `max_step_tokens` per row."""
-    import torch
+def timed_run(pool, shards, search_cfg, **kwargs):
+    """Run the shards once; what it took: seconds, questions, tokens, and the policy's and workers'
+    counters over this run alone (differences of the cumulative counters)."""
+    from pipeline.shards import load_shard
 
-    from actors.policy import PolicyActor
+    info0, prog0 = pool.replica_info()["policy-0"], pool.progress()
+    t0 = time.monotonic()
+    paths = pool.run_shards(shards, search_cfg, **kwargs)
+    seconds = time.monotonic() - t0
+    info1, prog1 = pool.replica_info()["policy-0"], pool.progress()
+    trees = [t for p in paths for t in load_shard(p)]
+    pol = {k: info1[k] - info0[k] for k in ("calls", "rows", "tokens", "busy_seconds", "cpu_seconds")}
+    prog = {k: prog1[k] - prog0.get(k, 0) for k in ("batches_propose", "expansions", "proposals", "scored")}
+    return {"seconds": seconds, "trees": trees, "tokens": sum(t.result.generated_tokens for t in trees)} | {
+        "policy": pol,
+        "progress": prog,
+        "solved": sum(1 for t in trees if t.result.correct),
+    }
 
-    actor = PolicyActor(policy_dir, backbone, policy_cfg)
-    enc = actor.engine.tokenizer(
-        [prompts[i % len(prompts)] for i in range(batch)], padding=True, return_tensors="pt"
-    )
-    n_new = int(backbone.max_step_tokens)
-    with torch.inference_mode():
-        actor.engine.model.generate(**enc, max_new_tokens=2, min_new_tokens=2, do_sample=True)  # warm-up
-        t0, cpu0 = time.monotonic(), time.process_time()
-        for _ in range(repeats):
-            actor.engine.model.generate(
-                **enc,
-                max_new_tokens=n_new,
-                min_new_tokens=n_new,
-                do_sample=True,
-                temperature=0.7,
-                top_k=0,
-                top_p=1.0,
-                pad_token_id=actor.engine.tokenizer.pad_token_id,
-            )
-    return time.monotonic() - t0, batch * n_new * repeats, time.process_time() - cpu0
+
+def make_shards(questions, size, seed, tmp, tag):
+    from loop.methods.rest_mcts import shard_questions
+    from pipeline.shards import Shard
+
+    parts = shard_questions(questions, size)
+    return [Shard(i, 1, part, f"{tmp}/{tag}-{i:05d}.jsonl", seed=seed) for i, part in enumerate(parts)]
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="countdown", choices=["countdown", "arith"])
+    ap.add_argument("--questions", type=int, default=0, help="round 1's first N questions (0: all)")
+    ap.add_argument("--b-questions", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--trees", default="auto", help="pool.trees_in_flight of the new pool")
+    ap.add_argument("--old-trees", type=int, default=64, help="trees in flight of the old pool (0: skip)")
+    ap.add_argument("--curve", default="1,4,16,64,128,256,512,1024")
+    ap.add_argument("--untrained", action="store_true", help="the untrained tiny build (batching check)")
+    ap.add_argument("--cache-dir", default=".cache/restmcts")
+    ap.add_argument("overrides", nargs="*", help="config key=value pairs, after the bench's own")
+    return ap.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--questions", type=int, default=128)
-    ap.add_argument("--b-questions", type=int, default=4)
-    ap.add_argument("--iterations", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--trees", type=int, default=64, help="trees in flight per search worker")
-    ap.add_argument("--cache-dir", default=".cache/restmcts")
-    args = ap.parse_args(argv)
-
+    args = parse(argv)
     import ray
 
     from actors.cluster import init_ray
     from actors.pool import Pool
     from conf.load import compose
-    from models.backbones import resolve_backbone
-    from pipeline.prompting import PromptFormat
-    from pipeline.shards import Shard, load_shard
-    from pipeline.tasks.arith import generate
+    from pipeline.data import load_questions
 
     cfg = compose(
         [
-            f"search.iteration_limit={args.iterations}",
+            f"task={args.task}",
             f"pool.search_workers={args.workers}",
             f"pool.trees_in_flight={args.trees}",
             f"cache_dir={args.cache_dir}",
+            *args.overrides,
         ]
     )
-    paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
-    questions = generate(args.questions, [2, 3], seed=7, max_operand=cfg.task.max_operand)
+    if args.untrained:
+        from models.backbones import resolve_backbone
+
+        paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
+        policy_dir, prm_dir = str(paths.policy_dir), str(paths.prm_dir)
+    else:
+        from loop.round0 import round0_models
+
+        policy_dir, prm_dir = round0_models(cfg)
+    train, _ = load_questions(cfg.task, cfg.data, cfg.seed)
+    questions = sorted(train, key=lambda q: q.id)[: args.questions or None]
     init_ray(cfg.ray, log_to_driver=False)
-    res = cfg.backbone.policy_resources
-
-    pool = Pool.from_config(cfg, paths.policy_dir, paths.prm_dir)
+    pool = Pool.from_config(cfg, policy_dir, prm_dir)
+    size = int(cfg.pool.shard_size)
     with tempfile.TemporaryDirectory() as tmp:
-        per = -(-len(questions) // args.workers)
-        shards = [
-            Shard(i, 0, tuple(questions[s : s + per]), f"{tmp}/shard-{i}.jsonl")
-            for i, s in enumerate(range(0, len(questions), per))
-        ]
-        t0 = time.monotonic()
-        files = pool.run_shards(shards, cfg.search)
-        a_s = time.monotonic() - t0
-        trees = [t for f in files for t in load_shard(f)]
-        a_tok = sum(t.result.generated_tokens for t in trees)
-    prog = pool.progress()
-    info = pool.replica_info()
+        pool.run_shards(make_shards(questions[:size], size, cfg.seed, tmp, "warm"), cfg.search)
+        new = timed_run(pool, make_shards(questions, size, cfg.seed, tmp, "new"), cfg.search)
+        old = None
+        if args.old_trees:
+            work = make_shards(questions, size, cfg.seed, tmp, "old")
+            old = timed_run(pool, work, cfg.search, shards_per_call=1, trees_in_flight=args.old_trees)
+        curve = measure_curve(pool, cfg, questions, [r for r in (new, old) if r], args.curve)
+        trees_new = pool.trees_in_flight([])
     pool.shutdown()
-    batch = max(1, round(prog["proposals"] / max(1, prog["batches_propose"])))
-
-    remote_b = ray.remote(num_cpus=res.num_cpus + cfg.backbone.prm_resources.num_cpus)(one_at_a_time)
-    sub = questions[: args.b_questions]
-    b_s, b_tok = ray.get(
-        remote_b.remote(
-            paths.policy_dir, paths.prm_dir, cfg.backbone, cfg.policy, cfg.prm, cfg.search, sub, 0
+    res = cfg.backbone.policy_resources.num_cpus + cfg.backbone.prm_resources.num_cpus
+    b_shards = make_shards(questions[: args.b_questions], size, cfg.seed, "/nonexistent", "b")
+    b = ray.get(
+        ray.remote(num_cpus=res)(one_at_a_time).remote(
+            policy_dir, prm_dir, cfg.backbone, cfg.policy, cfg.prm, cfg.search, b_shards
         )
     )
-    remote_c = ray.remote(num_cpus=res.num_cpus)(raw_generate)
-    fmt = PromptFormat.from_backbone(cfg.backbone)
-    content = {q.id: q.content for q in questions}
-    prefixes = [fmt.prefix(content[t.question_id], n.steps) for t in trees for n in t.nodes if not n.is_end]
-    prompts = random.Random(0).sample(prefixes, min(len(prefixes), batch))
-    c_s, c_tok, c_cpu = ray.get(
-        remote_c.remote(paths.policy_dir, cfg.backbone, cfg.policy, batch, prompts, 3)
-    )
-
-    rows = [
-        ("a: pool, many trees in flight", len(questions) / a_s, a_tok / a_s),
-        ("b: one tree at a time, batch 1", len(sub) / b_s, b_tok / b_s),
-        (f"c: raw generate, batch {batch}", float("nan"), c_tok / c_s),
-    ]
-    print(
-        f"tiny backbone, MCTS* iteration_limit={args.iterations} branch={cfg.search.branch} "
-        f"roll_forward_steps={cfg.search.roll_forward_steps}; a: {len(questions)} questions on {args.workers} "
-        f"workers x {args.trees} trees; b: {len(sub)} questions; mean propose batch {batch} sequences"
-    )
-    print(f"{'mode':34s} {'questions/s':>12s} {'tokens/s':>10s}")
-    for name, qps, tps in rows:
-        print(f"{name:34s} {qps:12.3f} {tps:10.0f}")
-    print(
-        f"a/b questions/s: {rows[0][1] / rows[1][1]:.1f}x   a/b tokens/s: {rows[0][2] / rows[1][2]:.1f}x   "
-        f"a/c tokens/s: {rows[0][2] / rows[2][2]:.2f}"
-    )
-    pol = info["policy-0"]
-    print(
-        f"per policy CPU-second (removes other processes' load): a {pol['tokens'] / pol['cpu_seconds']:.0f} "
-        f"tokens/cpu-s, c {c_tok / c_cpu:.0f} tokens/cpu-s, a/c {pol['tokens'] * c_cpu / (pol['cpu_seconds'] * c_tok):.2f}"
-    )
-    print(
-        f"a: useful share of the policy's computed token slots (rows stop at different steps): "
-        f"{pol['tokens'] / max(1, pol['slots']):.2f}"
-    )
-    busy = {name: i["busy_seconds"] / a_s for name, i in info.items()}
-    print(
-        "a: replica busy share of the wall time: " + ", ".join(f"{n} {100 * b:.0f}%" for n, b in busy.items())
-    )
+    report(args, cfg, len(questions), trees_new, new, old, b, curve)
     ray.shutdown()
     return 0
+
+
+def mean_rows(run) -> int:
+    """Mean rows per policy generate call (a call is at most `policy.max_batch_size` rows)."""
+    return max(1, round(run["policy"]["rows"] / max(1, run["policy"]["calls"])))
+
+
+def measure_curve(pool, cfg, questions, runs, sizes):
+    """(c) inside policy-0: the raw curve at `sizes` plus each run's own mean batch, on tree prefixes."""
+    import ray
+
+    content = {q.id: q.content for q in questions}
+    prefixes = [(content[t.question_id], n.steps) for t in runs[0]["trees"] for n in t.nodes if not n.is_end]
+    prompts = random.Random(0).sample(prefixes, min(256, len(prefixes)))
+    rows = sorted({int(x) for x in sizes.split(",")} | {mean_rows(r) for r in runs})
+    n_new = int(cfg.backbone.max_step_tokens)
+    return ray.get(pool.policy[0].throughput_curve.remote(prompts, rows, n_new, 2))
+
+
+def report(args, cfg, n_questions, trees_new, new, old, b, curve):
+    at = {int(p["rows"]): p for p in curve}
+    one = at[min(at)]["tokens_per_s"]
+    print(
+        f"{args.task}, round-0 models{' (UNTRAINED)' if args.untrained else ''}; search "
+        f"iteration_limit={cfg.search.iteration_limit} branch={cfg.search.branch} "
+        f"verified_stop={cfg.search.verified_stop}; {n_questions} questions in shards of {cfg.pool.shard_size}, "
+        f"{args.workers} workers; load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(
+        f"policy raw throughput (HF generate, sampling, {cfg.backbone.max_step_tokens} tokens/row, in policy-0):"
+    )
+    print(f"{'rows':>6s} {'tokens/s':>10s} {'x rows=' + str(min(at)):>10s} {'tokens/cpu-s':>13s}")
+    for r, p in sorted(at.items()):
+        print(
+            f"{r:6d} {p['tokens_per_s']:10.0f} {p['tokens_per_s'] / one:10.1f} {r * cfg.backbone.max_step_tokens * 2 / p['cpu_seconds']:13.0f}"
+        )
+    b_s, b_tok = b
+    rows = [("b: one tree at a time, batch 1", args.b_questions / b_s, b_tok / b_s, "", "", "")]
+    for name, run, trees in (
+        ("new: trees of several shards", new, trees_new),
+        ("old: one shard per worker", old, args.old_trees),
+    ):
+        if run:
+            busy = run["policy"]["busy_seconds"] / run["seconds"]
+            rows.append(
+                (
+                    name,
+                    n_questions / run["seconds"],
+                    run["tokens"] / run["seconds"],
+                    trees,
+                    mean_rows(run),
+                    f"{100 * busy:.0f}%",
+                )
+            )
+    print(
+        f"{'mode':32s} {'questions/s':>11s} {'tokens/s':>9s} {'trees/worker':>12s} {'policy rows':>11s} {'busy':>5s}"
+    )
+    for name, qps, tps, trees, mrows, busy in rows:
+        print(f"{name:32s} {qps:11.3f} {tps:9.0f} {trees!s:>12s} {mrows!s:>11s} {busy:>5s}")
+    ratios(rows, new, old, at, n_questions, cfg)
+
+
+def ratios(rows, new, old, at, n_questions, cfg):
+    b_q, b_t = rows[0][1], rows[0][2]
+    for name, run in (("new", new), ("old", old)):
+        if not run:
+            continue
+        q, t = n_questions / run["seconds"], run["tokens"] / run["seconds"]
+        c = at[mean_rows(run)]
+        pol = run["policy"]
+        per_cpu = (pol["tokens"] / pol["cpu_seconds"]) / (
+            c["rows"] * cfg.backbone.max_step_tokens * 2 / c["cpu_seconds"]
+        )
+        print(
+            f"{name}: vs one tree at a time {q / b_q:.1f}x questions/s, {t / b_t:.1f}x tokens/s (goal >= 20x); "
+            f"vs raw generate at its own batch ({c['rows']} rows) {t / c['tokens_per_s']:.2f} tokens/s, "
+            f"{per_cpu:.2f} per policy CPU-second (goal >= 0.8); solved {run['solved']}/{n_questions}; "
+            f"propose requests per worker batch {run['progress']['expansions'] / max(1, run['progress']['batches_propose']):.1f}"
+        )
+    if old:
+        print(f"new/old questions/s: {old['seconds'] / new['seconds']:.2f}x (goal >= 3x)")
 
 
 if __name__ == "__main__":

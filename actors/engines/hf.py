@@ -5,12 +5,14 @@ same class in-process. With `policy.engine` vllm or endpoint, every call goes to
 (actors/engines, same semantics); what follows describes the default HF engine. Every text goes
 through `PromptFormat` (one rendering for generation, SFT and the PRM).
 
-Batching: requests are grouped by temperature; identical prefixes are tokenized once and repeated once
-per wanted sample (HF `generate` with `num_return_sequences` repeats the encoded input the same way
-before prefill, so this costs the same and lets requests with different `n` share one call). Rows are
+Batching: requests are grouped by temperature; identical prefixes are tokenized and prefilled once and
+their KV cache repeated once per wanted sample (HF `generate` with `num_return_sequences` repeats the
+input before prefill instead, computing the shared prefix n times); requests with different `n` share
+one call. Rows are
 sorted by length and cut into chunks of at most `policy.max_batch_size` sequences, LEFT-padded, and
-decoded by `_decode`: a KV-cache sampling loop that drops each row from the batch as soon as it stops
-(at EOS, at the delimiter: its token id when it is one token, else found in the decoded text).
+decoded by `_decode`: a KV-cache sampling loop that prefills each distinct prefix once (a request's `n`
+samples share its cache) and drops stopped rows from the batch (at EOS, at the delimiter: its token id
+when it is one token, else found in the decoded text).
 
 Seeding: every row (one sample of one request) draws its uniforms from its own generator, seeded by
 (request seed, sample index), and samples by inverse CDF. A sample therefore depends on its prefix and
@@ -227,13 +229,13 @@ class HFEngine:
 
     @torch.inference_mode()
     def throughput_curve(
-        self, questions: Sequence[str], batch_sizes: Sequence[int], new_tokens: int, repeats: int = 1
+        self, prompts: Sequence[Any], batch_sizes: Sequence[int], new_tokens: int, repeats: int = 1
     ) -> list[dict[str, float]]:
-        """The model's raw batched sampling speed: per batch size B, HF `generate` on B prompts (the
-        questions' prompts, cycled), exactly `new_tokens` sampled tokens per row (no early stop), after a
-        warm-up. Returns [{"rows", "tokens_per_s", "seconds", "cpu_seconds"}] in `batch_sizes` order
-        (cpu_seconds: all threads of this process)."""
-        texts = [self._policy_text(q, ()) for q in questions]
+        """The model's raw batched sampling speed: per batch size B, HF `generate` on B prompts (cycled;
+        each a question, or (question, steps) for a partial solution), exactly `new_tokens` sampled tokens
+        per row (no early stop), after a warm-up. Returns [{"rows", "tokens_per_s", "seconds",
+        "cpu_seconds"}] in `batch_sizes` order (cpu_seconds: all threads of this process)."""
+        texts = [self._policy_text(*((p, ()) if isinstance(p, str) else p)) for p in prompts]
         out = []
         for b in batch_sizes:
             enc = self._encode([texts[i % len(texts)] for i in range(int(b))])
@@ -310,9 +312,11 @@ class HFEngine:
 
     @torch.inference_mode()
     def _generate_chunk(self, enc, which, temp, seeds, mode, max_new, max_steps) -> list[tuple[str, int]]:
-        mask = enc["attention_mask"][which]
+        # each distinct prefix is encoded (prefilled) once; its rows share that KV cache (`_decode`)
+        unique, expand = torch.unique(which, return_inverse=True)
+        mask = enc["attention_mask"][unique]
         width = int(mask.sum(1).max())  # drop columns that are padding for every row of this chunk
-        ids = enc["input_ids"][which][:, -width:].to(self.device)
+        ids = enc["input_ids"][unique][:, -width:].to(self.device)
         mask = mask[:, -width:].to(self.device)
         tok = self.tokenizer
         stop_ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
@@ -321,7 +325,7 @@ class HFEngine:
         tracker = _StopTracker(tok, 0, stop_ids, self.fmt.delimiter, mode, self.fmt.answer_prefix, max_steps)
         t0, cpu0 = time.monotonic(), time.process_time()
         uniforms = row_uniforms(seeds, int(max_new)).to(self.device)
-        gen, slots = self._decode(ids, mask, temp, int(max_new), tracker, uniforms)
+        gen, slots = self._decode(ids, mask, expand.to(self.device), temp, int(max_new), tracker, uniforms)
         counts = tracker.lengths(gen.shape[1]) or [0] * gen.shape[0]
         texts = tok.batch_decode([g[:c] for g, c in zip(gen, counts, strict=True)], skip_special_tokens=True)
         c = self.counters
@@ -336,19 +340,22 @@ class HFEngine:
         return list(zip(texts, counts, strict=True))
 
     def _decode(
-        self, ids, mask, temp: float, max_new: int, tracker: _StopTracker, uniforms: torch.Tensor
+        self, ids, mask, expand, temp: float, max_new: int, tracker: _StopTracker, uniforms: torch.Tensor
     ) -> tuple[torch.Tensor, int]:
-        """Sample up to `max_new` tokens per row with a KV cache, dropping rows from the batch (and the
-        cache) as soon as they stop. HF `generate` keeps computing finished rows until the last row ends:
-        on the tiny backbone half of its work was on finished rows. Sampling is plain temperature
-        sampling (no top-k/top-p, none of the model's generation_config) by inverse CDF with each row's
-        own `uniforms[row, step]`; temperature 0 = greedy.
-        Returns the generated tokens (rows x steps, pad after a row's stop) and the row-steps computed."""
+        """Sample up to `max_new` tokens per row with a KV cache. `ids`/`mask` hold the distinct prefixes,
+        prefilled once; row i continues prefix `expand[i]` (the cache is copied per row after the
+        prefill: a request's samples share their prefix). Finished rows leave the batch (and the cache)
+        once a quarter of it has finished: HF `generate` keeps computing finished rows until the last row
+        ends (half its work on the tiny backbone), while dropping rows at every step copies the whole
+        cache at every step. Sampling is plain temperature sampling (no top-k/top-p, none of the model's
+        generation_config) by inverse CDF with each row's own `uniforms[row, step]`; temperature 0 =
+        greedy. Returns the generated tokens (rows x steps; a row's tokens after its stop are ignored)
+        and the row-steps computed."""
         from transformers import DynamicCache
 
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        gen = torch.full((ids.shape[0], max_new), pad, dtype=torch.long)
-        rows = torch.arange(ids.shape[0], device=ids.device)  # original row of each batch position
+        gen = torch.full((len(expand), max_new), pad, dtype=torch.long)
+        rows = torch.arange(len(expand), device=ids.device)  # original row of each batch position
         cache = DynamicCache()
         # transformers >= 5.2x names the argument `cache` (`past_key_values` warns, then goes in 5.40)
         cache_kw = (
@@ -363,21 +370,18 @@ class HFEngine:
             logits_to_keep=1,
             **{cache_kw: cache},
         )
-        pos, slots, step = pos[:, -1:], 0, 0
+        logits, mask, pos = out.logits[expand, -1, :], mask[expand], pos[expand, -1:]
+        if len(expand) > ids.shape[0]:
+            cache.batch_select_indices(expand)
+        slots, step = 0, 0
         for step in range(max_new):
-            logits = out.logits[:, -1, :].float()
-            if temp > 0:
-                cdf = torch.softmax(logits / temp, dim=-1).cumsum(dim=-1)
-                u = uniforms[rows, step].unsqueeze(1) * cdf[:, -1:]  # scale: cdf may end just below 1
-                nxt = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
-            else:
-                nxt = logits.argmax(dim=-1)
+            nxt = _sample(logits.float(), temp, uniforms[rows, step])
             gen[rows.cpu(), step] = nxt.cpu()
             slots += len(rows)
             alive = ~tracker(gen[:, : step + 1]).to(ids.device)[rows]
             if step + 1 == max_new or not bool(alive.any()):
                 break
-            if not bool(alive.all()):
+            if 4 * int((~alive).sum()) >= len(rows):
                 keep = torch.nonzero(alive).flatten()
                 rows, nxt, mask, pos = rows[keep], nxt[keep], mask[keep], pos[keep]
                 cache.batch_select_indices(keep)
@@ -390,4 +394,14 @@ class HFEngine:
                 use_cache=True,
                 **{cache_kw: cache},
             )
+            logits = out.logits[:, -1, :]
         return gen[:, : step + 1], slots
+
+
+def _sample(logits: torch.Tensor, temp: float, u: torch.Tensor) -> torch.Tensor:
+    """One token per row: inverse CDF of softmax(logits / temp) at the row's uniform `u`; argmax at 0."""
+    if temp <= 0:
+        return logits.argmax(dim=-1)
+    cdf = torch.softmax(logits / temp, dim=-1).cumsum(dim=-1)
+    u = u.unsqueeze(1) * cdf[:, -1:]  # scale: cdf may end just below 1
+    return torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)

@@ -93,6 +93,27 @@ def test_sampled_proposals_shapes_chunking_and_same_batch_determinism(policy, ba
     assert policy.propose(reqs) == first  # same requests, same batching: same samples
 
 
+def test_a_requests_samples_share_one_prefill(policy):
+    """n samples of one prefix: the prompt is encoded once (first forward: 2 distinct prefixes), then every
+    row decodes from its own copy of that cache."""
+    shapes = []
+    hook = policy.engine.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        out = policy.propose(
+            [
+                Propose("1+2", (), n=3, temperature=1.0, seed=1),
+                Propose("2+2", (), n=1, temperature=1.0, seed=1),
+            ]
+        )
+    finally:
+        hook.remove()
+    assert shapes[0][0] == 2 and shapes[0][1] > 1  # prefill: one row per distinct prefix (chunk of 4 rows)
+    assert shapes[1][1] == 1 and shapes[1][0] >= 3  # then one token per sample row (one may have stopped)
+    assert [len(o.steps) for o in out] == [3, 1]
+
+
 def test_greedy_solve_stops_after_the_answer_line(policy):
     [sol] = policy.greedy_solve(["1+2"], max_steps=8)
     assert sol.steps == ("1+2=3", "The answer is 3")
