@@ -51,14 +51,17 @@ ROWS_PER_TREE = 1.0
 
 
 def knee_rows(curve: Sequence[dict[str, float]], share: float = KNEE_SHARE) -> int:
-    """The smallest batch (rows) of a throughput curve reaching `share` of its best tokens/s."""
-    best = max(p["tokens_per_s"] for p in curve)
-    return min(int(p["rows"]) for p in curve if p["tokens_per_s"] >= share * best)
+    """The smallest batch (rows) of a throughput curve reaching `share` of its best speed: tokens per
+    CPU-second where the points have it (on a shared machine wall-clock tokens/s also measures the other
+    processes' load), else tokens/s."""
+    key = "tokens_per_cpu_s" if all("tokens_per_cpu_s" in p for p in curve) else "tokens_per_s"
+    best = max(p[key] for p in curve)
+    return min(int(p["rows"]) for p in curve if p[key] >= share * best)
 
 
 def curve_line(curve: Sequence[dict[str, float]]) -> str:
     """`1: 358, 64: 7622, ...` (rows: tokens/s)."""
-    return ", ".join(f"{int(p['rows'])}: {p['tokens_per_s']:.0f}" for p in curve)
+    return ", ".join(f"{int(p['rows'])}: {p['tokens_per_s']:.0f}" for p in curve) + " tokens/s"
 
 
 class Pool:

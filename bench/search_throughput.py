@@ -213,7 +213,7 @@ def report(args, cfg, n_questions, trees_new, new, old, b, curve):
     print(f"{'rows':>6s} {'tokens/s':>10s} {'x rows=' + str(min(at)):>10s} {'tokens/cpu-s':>13s}")
     for r, p in sorted(at.items()):
         print(
-            f"{r:6d} {p['tokens_per_s']:10.0f} {p['tokens_per_s'] / one:10.1f} {r * cfg.backbone.max_step_tokens * 2 / p['cpu_seconds']:13.0f}"
+            f"{r:6d} {p['tokens_per_s']:10.0f} {p['tokens_per_s'] / one:10.1f} {p['tokens_per_cpu_s']:13.0f}"
         )
     b_s, b_tok = b
     rows = [("b: one tree at a time, batch 1", args.b_questions / b_s, b_tok / b_s, "", "", "")]
@@ -249,9 +249,7 @@ def ratios(rows, new, old, at, n_questions, cfg):
         q, t = n_questions / run["seconds"], run["tokens"] / run["seconds"]
         c = at[mean_rows(run)]
         pol = run["policy"]
-        per_cpu = (pol["tokens"] / pol["cpu_seconds"]) / (
-            c["rows"] * cfg.backbone.max_step_tokens * 2 / c["cpu_seconds"]
-        )
+        per_cpu = (pol["tokens"] / pol["cpu_seconds"]) / c["tokens_per_cpu_s"]
         print(
             f"{name}: vs one tree at a time {q / b_q:.1f}x questions/s, {t / b_t:.1f}x tokens/s (goal >= 20x); "
             f"vs raw generate at its own batch ({c['rows']} rows) {t / c['tokens_per_s']:.2f} tokens/s, "

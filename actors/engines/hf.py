@@ -234,7 +234,8 @@ class HFEngine:
         """The model's raw batched sampling speed: per batch size B, HF `generate` on B prompts (cycled;
         each a question, or (question, steps) for a partial solution), exactly `new_tokens` sampled tokens
         per row (no early stop), after a warm-up. Returns [{"rows", "tokens_per_s", "seconds",
-        "cpu_seconds"}] in `batch_sizes` order (cpu_seconds: all threads of this process)."""
+        "cpu_seconds", "tokens_per_cpu_s"}] in `batch_sizes` order (cpu_seconds: all threads of this
+        process; per CPU-second the curve does not move with other processes' load)."""
         texts = [self._policy_text(*((p, ()) if isinstance(p, str) else p)) for p in prompts]
         out = []
         for b in batch_sizes:
@@ -247,8 +248,9 @@ class HFEngine:
             for _ in range(repeats):
                 self.model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
             seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
-            rate = int(b) * new_tokens * repeats / seconds
-            out.append({"rows": int(b), "tokens_per_s": rate, "seconds": seconds, "cpu_seconds": cpu})
+            tokens = int(b) * new_tokens * repeats
+            point = {"rows": int(b), "tokens_per_s": tokens / seconds, "seconds": seconds, "cpu_seconds": cpu}
+            out.append(point | {"tokens_per_cpu_s": tokens / max(cpu, 1e-9)})
         return out
 
     # ------------------------------------------------------------------------------ internals

@@ -21,7 +21,11 @@ def test_knee_is_the_smallest_batch_near_the_best_speed():
     assert knee_rows(MEASURED, share=0.7) == 64
     assert knee_rows(MEASURED, share=1.0) == 512
     assert knee_rows([{"rows": 8, "tokens_per_s": 5.0}, {"rows": 1, "tokens_per_s": 5.0}]) == 1
-    assert curve_line(MEASURED[:2]) == "1: 358, 64: 7622"
+    assert curve_line(MEASURED[:2]) == "1: 358, 64: 7622 tokens/s"
+    # per CPU-second where measured: a loaded wall clock (the 64-row point) does not move the knee
+    loaded = [p | {"tokens_per_cpu_s": p["tokens_per_s"]} for p in MEASURED]
+    loaded[2] = loaded[2] | {"tokens_per_s": 2000.0}
+    assert knee_rows(loaded) == 256
 
 
 def test_policy_measures_its_raw_curve_per_batch_size(tmp_path):
@@ -35,5 +39,6 @@ def test_policy_measures_its_raw_curve_per_batch_size(tmp_path):
     for p in curve:
         assert p["tokens_per_s"] == pytest.approx(p["rows"] * 4 * 2 / p["seconds"])
         assert p["seconds"] > 0 and p["cpu_seconds"] > 0
+        assert p["tokens_per_cpu_s"] == pytest.approx(p["rows"] * 4 * 2 / p["cpu_seconds"])
     tokens_before = actor.info()["tokens"]
     assert tokens_before == 0  # the curve is not counted as served work
