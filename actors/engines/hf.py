@@ -9,7 +9,8 @@ Batching: requests are grouped by temperature; identical prefixes are tokenized 
 their KV cache repeated once per wanted sample (HF `generate` with `num_return_sequences` repeats the
 input before prefill instead, computing the shared prefix n times); requests with different `n` share
 one call. Rows are
-sorted by length and cut into chunks of at most `policy.max_batch_size` sequences, LEFT-padded, and
+sorted by length and cut into chunks of at most `policy.max_batch_size` sequences and of similar prefix
+lengths (`length_chunks`), LEFT-padded, and
 decoded by `_decode`: a KV-cache sampling loop that prefills each distinct prefix once (a request's `n`
 samples share its cache) and drops stopped rows from the batch (at EOS, at the delimiter: its token id
 when it is one token, else found in the decoded text).
@@ -42,6 +43,7 @@ from pipeline.search.protocol import Critique, Proposal, Propose, Verdict
 log = logging.getLogger(__name__)
 
 TAIL_TOKENS = 4  # tokens decoded per row and step to find a multi-token delimiter
+MIN_CHUNK_ROWS = 128  # rows a generate chunk holds before prefix length may cut it (`length_chunks`)
 
 
 def row_seed(seed: int, sample: int) -> int:
@@ -114,6 +116,24 @@ class _StopTracker:
         if self.done_at is None:
             return []
         return [int(d) if d > 0 else total for d in self.done_at.tolist()]
+
+
+def length_chunks(
+    rows: Sequence[int], length: Any, max_rows: int, min_rows: int = MIN_CHUNK_ROWS, ratio: float = 0.75
+) -> list[list[int]]:
+    """`rows` (sorted longest prefix first) cut into chunks of at most `max_rows`; a chunk of at least
+    `min_rows` also ends before a row whose prefix is shorter than `ratio` x the chunk's longest. The
+    prefill pads every prefix of a chunk to its longest and costs about as much per position as a
+    decoded token, while decoding gains little past a few dozen rows: similar lengths pay."""
+    chunks: list[list[int]] = []
+    for i in rows:
+        if chunks and len(chunks[-1]) < max_rows:
+            cur = chunks[-1]
+            if len(cur) < min_rows or length(i) >= ratio * length(cur[0]):
+                cur.append(i)
+                continue
+        chunks.append([i])
+    return chunks
 
 
 def _single_token(tokenizer: Any, text: str) -> int | None:
@@ -290,9 +310,9 @@ class HFEngine:
             lengths = enc["attention_mask"].sum(1).tolist()
             row_of = {t: j for j, t in enumerate(texts)}
             # Longest first, so a chunk's rows have similar lengths (less left padding).
-            idx = sorted(idx, key=lambda i: -lengths[row_of[rows[i][0][0]]])
-            for start in range(0, len(idx), self.max_batch_size):
-                chunk = idx[start : start + self.max_batch_size]
+            row_len = {i: lengths[row_of[rows[i][0][0]]] for i in idx}
+            idx = sorted(idx, key=lambda i: -row_len[i])
+            for chunk in length_chunks(idx, row_len.__getitem__, self.max_batch_size):
                 which = torch.tensor([row_of[rows[i][0][0]] for i in chunk])
                 results = self._generate_chunk(
                     enc, which, temp, [rows[i][1] for i in chunk], mode, max_new, max_steps

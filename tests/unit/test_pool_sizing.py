@@ -42,3 +42,18 @@ def test_policy_measures_its_raw_curve_per_batch_size(tmp_path):
         assert p["tokens_per_cpu_s"] == pytest.approx(p["rows"] * 4 * 2 / p["cpu_seconds"])
     tokens_before = actor.info()["tokens"]
     assert tokens_before == 0  # the curve is not counted as served work
+
+
+def test_generate_chunks_cut_at_max_rows_and_where_prefixes_get_much_shorter():
+    from actors.engines.hf import length_chunks
+
+    lengths = [100] * 3 + [90] * 3 + [40] * 4  # longest first
+    rows = list(range(len(lengths)))
+    assert length_chunks(rows, lengths.__getitem__, max_rows=4, min_rows=2) == [
+        [0, 1, 2, 3],
+        [4, 5],
+        [6, 7, 8, 9],
+    ]
+    assert length_chunks(rows, lengths.__getitem__, max_rows=16, min_rows=2) == [rows[:6], rows[6:]]
+    assert length_chunks(rows, lengths.__getitem__, max_rows=16, min_rows=8) == [rows[:8], rows[8:]]
+    assert length_chunks(rows, lengths.__getitem__, max_rows=16, min_rows=16) == [rows]
