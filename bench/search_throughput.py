@@ -89,16 +89,19 @@ def timed_run(pool, shards, search_cfg, **kwargs):
     counters over this run alone (differences of the cumulative counters)."""
     from pipeline.shards import load_shard
 
-    info0, prog0 = pool.replica_info()["policy-0"], pool.progress()
+    info0, prog0 = pool.replica_info(), pool.progress()
     t0 = time.monotonic()
     paths = pool.run_shards(shards, search_cfg, **kwargs)
     seconds = time.monotonic() - t0
-    info1, prog1 = pool.replica_info()["policy-0"], pool.progress()
+    info1, prog1 = pool.replica_info(), pool.progress()
+    prm = {k: info1["prm-0"][k] - info0["prm-0"][k] for k in ("calls", "rows", "busy_seconds")}
+    info0, info1 = info0["policy-0"], info1["policy-0"]
     trees = [t for p in paths for t in load_shard(p)]
     pol = {k: info1[k] - info0[k] for k in ("calls", "rows", "tokens", "busy_seconds", "cpu_seconds")}
     prog = {k: prog1[k] - prog0.get(k, 0) for k in ("batches_propose", "expansions", "proposals", "scored")}
     return {"seconds": seconds, "trees": trees, "tokens": sum(t.result.generated_tokens for t in trees)} | {
         "policy": pol,
+        "prm": prm,
         "progress": prog,
         "solved": sum(1 for t in trees if t.result.correct),
     }
@@ -254,7 +257,9 @@ def ratios(rows, new, old, at, n_questions, cfg):
             f"{name}: vs one tree at a time {q / b_q:.1f}x questions/s, {t / b_t:.1f}x tokens/s (goal >= 20x); "
             f"vs raw generate at its own batch ({c['rows']} rows) {t / c['tokens_per_s']:.2f} tokens/s, "
             f"{per_cpu:.2f} per policy CPU-second (goal >= 0.8); solved {run['solved']}/{n_questions}; "
-            f"propose requests per worker batch {run['progress']['expansions'] / max(1, run['progress']['batches_propose']):.1f}"
+            f"propose requests per worker batch {run['progress']['expansions'] / max(1, run['progress']['batches_propose']):.1f}; "
+            f"PRM {run['prm']['rows'] / max(1, run['prm']['calls']):.0f} rows per call, busy "
+            f"{100 * run['prm']['busy_seconds'] / run['seconds']:.0f}%"
         )
     if old:
         print(f"new/old questions/s: {old['seconds'] / new['seconds']:.2f}x (goal >= 3x)")
