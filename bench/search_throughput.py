@@ -6,8 +6,8 @@ policy's raw batched generate, side by side in one run.
 
 The questions are round 1's: the task's training set for the seed (`pipeline.data.load_questions`), in
 `pool.shard_size` shards, searched with `search.*` (the default run's data-collection preset) on round 0's
-models (`loop.round0.round0_models`: cached; `--untrained`: the untrained tiny build, same shapes, for a
-quick check of batching only). One pool, after a warm-up on the first shard:
+models (`loop.round0.round0_models`: cached; `--policy-dir/--prm-dir`: other directories; `--untrained`:
+the untrained tiny build, same shapes, for a quick check of batching only). One pool, after a warm-up on the first shard:
 (new) the pool as configured: each worker runs trees of several shards at once, `--trees` in flight;
 (old) as before issue 28: one shard per worker at a time, `--old-trees` trees (at most a shard's);
 (b) the original code's way: one tree at a time, every proposal and PRM score its own batch-1 call, in
@@ -125,6 +125,8 @@ def parse(argv):
     ap.add_argument("--old-trees", type=int, default=64, help="trees in flight of the old pool (0: skip)")
     ap.add_argument("--curve", default="1,4,16,64,128,256,512,1024")
     ap.add_argument("--untrained", action="store_true", help="the untrained tiny build (batching check)")
+    ap.add_argument("--policy-dir", help="this policy instead of round 0's (with --prm-dir)")
+    ap.add_argument("--prm-dir", help="this PRM instead of round 0's (with --policy-dir)")
     ap.add_argument("--cache-dir", default=".cache/restmcts")
     ap.add_argument("overrides", nargs="*", help="config key=value pairs, after the bench's own")
     return ap.parse_args(argv)
@@ -148,7 +150,9 @@ def main(argv: list[str]) -> int:
             *args.overrides,
         ]
     )
-    if args.untrained:
+    if args.policy_dir and args.prm_dir:
+        policy_dir, prm_dir = args.policy_dir, args.prm_dir
+    elif args.untrained:
         from models.backbones import resolve_backbone
 
         paths = resolve_backbone(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
@@ -205,7 +209,7 @@ def report(args, cfg, n_questions, trees_new, new, old, b, curve):
     at = {int(p["rows"]): p for p in curve}
     one = at[min(at)]["tokens_per_s"]
     print(
-        f"{args.task}, round-0 models{' (UNTRAINED)' if args.untrained else ''}; search "
+        f"{args.task}, models {'UNTRAINED' if args.untrained else (args.policy_dir, args.prm_dir) if args.policy_dir else 'round 0'}; search "
         f"iteration_limit={cfg.search.iteration_limit} branch={cfg.search.branch} "
         f"verified_stop={cfg.search.verified_stop}; {n_questions} questions in shards of {cfg.pool.shard_size}, "
         f"{args.workers} workers; load average {os.getloadavg()[0]:.1f} at the end"
