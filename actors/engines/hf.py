@@ -43,6 +43,7 @@ from pipeline.search.protocol import Critique, Proposal, Propose, Verdict
 log = logging.getLogger(__name__)
 
 TAIL_TOKENS = 4  # tokens decoded per row and step to find a multi-token delimiter
+COMPACT_SHARE = 0.25  # finished rows leave the batch (and its cache) once they are this share of it
 MIN_CHUNK_ROWS = 128  # rows a generate chunk holds before prefix length may cut it (`length_chunks`)
 
 
@@ -403,7 +404,7 @@ class HFEngine:
             alive = ~tracker(gen[:, : step + 1]).to(ids.device)[rows]
             if step + 1 == max_new or not bool(alive.any()):
                 break
-            if 4 * int((~alive).sum()) >= len(rows):
+            if int((~alive).sum()) >= COMPACT_SHARE * len(rows):
                 keep = torch.nonzero(alive).flatten()
                 rows, nxt, mask, pos = rows[keep], nxt[keep], mask[keep], pos[keep]
                 cache.batch_select_indices(keep)
