@@ -394,8 +394,8 @@ class HFEngine:
             **{cache_kw: cache},
         )
         logits, mask, pos = out.logits[expand, -1, :], mask[expand], pos[expand, -1:]
-        if len(expand) > ids.shape[0]:
-            cache.batch_select_indices(expand)
+        if not torch.equal(expand, torch.arange(ids.shape[0], device=expand.device)):
+            cache.batch_select_indices(expand)  # also when rows merely permute the prefixes
         slots, step = 0, 0
         for step in range(max_new):
             nxt = _sample(logits.float(), temp, uniforms[rows, step])
