@@ -56,7 +56,8 @@ _ADDED_LATER = {
 def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: Any, seed: int) -> dict:
     """Every input of a round-0 build. The task enters only through `data` (its question set's digest
     and size), so runs with other train/held-out sizes share the entry. The dtype the job will train in
-    (`models.device.train_bf16`: it follows the hardware) enters when it is not float32."""
+    (`models.device.train_bf16`: it follows the hardware) enters when it is not float32; an fp32 job keys
+    as `bf16: auto` did when that meant fp32 on a CPU, so entries built then are found."""
     spec = {
         "kind": kind,
         "version": ROUND0_VERSION,
@@ -67,7 +68,10 @@ def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: An
         "seed": seed,
     }
     dtype = train_dtype_name(train_cfg.bf16)
-    return spec if dtype == "float32" else dict(spec, dtype=dtype)
+    if dtype == "float32":  # before the dtype followed the CPU, `auto` meant fp32 here: one key for both
+        spec["train"]["bf16"] = "auto"
+        return spec
+    return dict(spec, dtype=dtype)
 
 
 def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:

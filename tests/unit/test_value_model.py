@@ -163,3 +163,16 @@ def test_warm_start_cache_key_changes_with_the_recipe_and_dtype():
         assert key(**change) != base, change
     # entries built before a key existed keep their key at its old default
     assert "group_by_length" not in json.dumps(_spec("w", "/b", compose([]).backbone, {}, TrainConfig(), 0))
+
+
+def test_an_fp32_round0_job_keys_as_auto_did_before_the_dtype_followed_the_cpu(monkeypatch):
+    import trainers.warm_start as ws
+    from models.backbones import _key
+
+    bb = compose([]).backbone
+    fp32_cpu = lambda setting, device="cpu": "bfloat16" if setting == "true" else "float32"  # noqa: E731
+    monkeypatch.setattr(ws, "train_dtype_name", fp32_cpu)
+    auto = _key(ws._spec("warm_start", "/b", bb, {}, TrainConfig(bf16="auto"), 0))
+    assert _key(ws._spec("warm_start", "/b", bb, {}, TrainConfig(bf16="false"), 0)) == auto
+    bf16 = ws._spec("warm_start", "/b", bb, {}, TrainConfig(bf16="true"), 0)
+    assert bf16["dtype"] == "bfloat16" and _key(bf16) != auto
