@@ -45,6 +45,9 @@ class SearchConfig:
     # task whose verifier needs no gold (countdown) the value gate is off and ends are never re-selected.
     rules: bool = True
     verified_stop: bool = True  # with rules that verify: stop at the first verified solution and return it
+    # with rules: a node whose children are all illegal or closed is expanded again (new samples, new
+    # children beside the old) up to this many times in all, before it is closed itself (1: never again)
+    max_expansions: int = 4
     value: str = "prm"  # prm | constant (no value model: every state worth (low + high) / 2; an ablation)
 
 

@@ -22,6 +22,15 @@ from pipeline.verify import Check, as_check
 Sub = Generator[list[Request], list[Answer], Any]
 
 
+def close_children(node: Node, max_expansions: int) -> None:
+    """`node` has children but none selectable: reopen it for another expansion while it may have one,
+    else close it (and walk up, see `close`)."""
+    if node.expansions < max_expansions:
+        node.expanded = False
+    else:
+        close(node, max_expansions)
+
+
 @dataclass(frozen=True)
 class SearchOutcome:
     """What a search returns: the result record and the whole tree (NodeRecords in node id order)."""
@@ -50,12 +59,14 @@ class Expander:
         proposal_retries: int = 0,
         rules: Rules = NO_RULES,
         value: str = "prm",
+        max_expansions: int = 1,
     ) -> None:
         if value not in ("prm", "constant"):
             raise ValueError(f"value must be prm or constant, got {value!r}")
         self.question, self.rng, self.temperature = question, rng, temperature
         self.low, self.high, self.retries = low, high, max(proposal_retries, 0)
         self.rules, self.constant = rules, value == "constant"
+        self.max_expansions = max(1, int(max_expansions))
         self.tokens = self.scored = self.empty = 0
         self.proposals = self.illegal = self.merged = 0
         self.next_id = 1  # 0 is the root
@@ -105,8 +116,12 @@ class Expander:
         earlier sibling's merges into it, and an illegal text becomes an unscored child (value `low`,
         marked illegal, an end). Nodes left without a legal child are asked again, together, up to
         `proposal_retries` times; then a node with no child at all becomes an end, and one with only
-        illegal children is closed. Returns the new legal children, node by node."""
+        illegal children is closed. A node expanded again (reopened by `close`) keeps its children: new
+        texts and states are new children only when no child has them. Returns the new legal children,
+        node by node."""
         found: dict[int, list[tuple[str, str]]] = {node.node_id: [] for node in nodes}  # (text, verdict)
+        for node in nodes:
+            node.expansions += 1
         waiting = list(nodes)
         for _ in range(1 + self.retries):
             if not waiting:
@@ -117,7 +132,7 @@ class Expander:
             waiting = [node for node in waiting if not any(v != ILLEGAL for _, v in found[node.node_id])]
         growing = [node for node in nodes if found[node.node_id]]
         for node in nodes:
-            if not found[node.node_id]:
+            if not found[node.node_id] and not node.children:
                 node.reflection = END
         states = [node.steps + (t,) for node in growing for t, v in found[node.node_id] if v != ILLEGAL]
         values = iter((yield from self.score(states)) if states else [])
@@ -132,16 +147,20 @@ class Expander:
                 node.children.append(child)
                 self.next_id += 1
             node.expanded = True
-            new.extend(c for c in node.children if not c.illegal)
-            if not selectable(node):
-                close(node)
+            new.extend(c for c in node.children[-len(found[node.node_id]) :] if not c.illegal)
+        for node in nodes:
+            if node.children and not selectable(node):
+                node.expanded = True
+                close_children(node, self.max_expansions)
         return new
 
     def _sort(self, node: Node, texts: Sequence[str], found: list[tuple[str, str]]) -> None:
         """Add `texts` (proposals for `node`) to `found`: repeats of a text already there dropped,
         illegal ones kept as such, legal ones whose state a sibling already reached merged (counted)."""
+        old = [c for c in node.children]
         keys = {self.rules.state(node.steps + (t,)) for t, v in found if v != ILLEGAL}
-        seen = {t for t, _ in found}
+        keys |= {self.rules.state(c.steps) for c in old if not c.illegal}
+        seen = {t for t, _ in found} | {c.steps[-1] for c in old}
         for text in texts:
             if text in seen:
                 continue

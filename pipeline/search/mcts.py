@@ -66,6 +66,8 @@ class _Mcts:
         self.cfg = cfg
         self.answer_prefix = answer_prefix
         self.rng = random.Random(seed)
+        # with rules, a node whose every child is closed is expanded again (more samples), up to this
+        self.max_expansions = max(1, int(getattr(cfg, "max_expansions", 1))) if rules.step else 1
         self.ex = Expander(
             question,
             self.rng,
@@ -75,6 +77,7 @@ class _Mcts:
             cfg.proposal_retries,
             rules=rules,
             value=getattr(cfg, "value", "prm"),
+            max_expansions=self.max_expansions,
         )
         self.critic = Reflector(
             question, cfg.use_reflection, cfg.critic, cfg.max_depth, answer_prefix, self.rng
@@ -113,7 +116,7 @@ class _Mcts:
             if self.found is not None:
                 return True
         elif self.closing and node is not self.root:
-            close(node)
+            close(node, self.max_expansions)
         if node.expanded and not node.exhausted:
             yield from self.simulate(node)
         backpropagate(node)
@@ -146,7 +149,7 @@ class _Mcts:
         if self.closing:
             for child in children:
                 if child.reflection == END:
-                    close(child)
+                    close(child, self.max_expansions)
 
     def simulate(self, node: Node) -> Sub:
         """Roll out from the best new child; V <- (1 - alpha) V + alpha * best; count its visit."""
@@ -155,7 +158,7 @@ class _Mcts:
         if child.reflection is None:
             yield from self.reflect([child])
         if child.reflection == END and self.closing:
-            close(child)
+            close(child, self.max_expansions)
         elif child.reflection != END and cfg.roll_policy != "none":
             best = yield from self.rollout(child)
             child.value = clip((1 - cfg.alpha) * child.value + cfg.alpha * best, cfg.low, cfg.high)

@@ -35,6 +35,7 @@ class Node:
     illegal: bool = False  # the task's rules reject its last step: recorded, never selected or expanded
     solved: bool = False  # the task's rules verify it as a whole correct solution
     exhausted: bool = False  # expanded, but nothing below it can be selected any more (all illegal)
+    expansions: int = 0  # times the policy was asked for its children
 
     @property
     def depth(self) -> int:
@@ -67,12 +68,17 @@ def best_child(node: Node, c: float, inf: float, rng: random.Random) -> Node:
     return tied[0] if len(tied) == 1 else rng.choice(tied)
 
 
-def close(node: Node) -> None:
-    """Nothing more is to be found at `node`: it is exhausted, and so is every ancestor left without a
-    selectable child."""
+def close(node: Node, max_expansions: int = 1) -> None:
+    """Nothing more is to be found at `node`: it is exhausted. An ancestor left without a selectable
+    child is reopened for another expansion (`expanded` False: selection stops there and the policy is
+    asked for more children) while it has been expanded fewer than `max_expansions` times; otherwise it
+    is exhausted too, and so on up."""
     node.exhausted = True
     parent = node.parent
     while parent is not None and not selectable(parent):
+        if parent.expansions < max_expansions:
+            parent.expanded = False
+            return
         parent.exhausted = True
         parent = parent.parent
 

@@ -47,7 +47,7 @@ def expanded_states(proposer: FakeProposer) -> set[tuple[str, ...]]:
 
 def test_illegal_children_are_recorded_but_never_scored_selected_or_expanded():
     script = {(): ["x1", "c", "x2"], ("c",): ["x3", "d"], ("c", "d"): ["e"]}
-    cfg = SearchConfig(iteration_limit=10, roll_policy="none", branch=3)
+    cfg = SearchConfig(iteration_limit=10, roll_policy="none", branch=3, max_expansions=1)
     out, proposer, scorer = mcts(cfg, script, {("c",): 0.4})
     nodes = {r.steps: r for r in out.tree}
     for bad in (("x1",), ("x2",), ("c", "x3")):
@@ -85,12 +85,39 @@ def test_all_illegal_proposals_are_retried_then_the_tree_is_closed():
         proposer_calls.append(request.steps)
         return [f"x{len(proposer_calls)}"]
 
-    cfg = SearchConfig(iteration_limit=20, roll_policy="none", branch=1, proposal_retries=2)
+    cfg = SearchConfig(iteration_limit=20, roll_policy="none", branch=1, proposal_retries=2, max_expansions=2)
     proposer, scorer = FakeProposer(propose), FakeScorer(lambda s: 0.5)
     out = serve_sync(search("Q", cfg, 0, question_id="q", rules=TOY), proposer, scorer)
-    assert proposer_calls == [(), (), ()]  # 1 + 2 retries, then the root is exhausted: the search ends
-    assert out.result.iterations == 1 and out.result.illegal == 3
+    # 1 + 2 retries, the root reopened once (max_expansions=2), 3 more; then exhausted: the search ends
+    assert proposer_calls == [()] * 6
+    assert out.result.iterations == 2 and out.result.illegal == 6
     assert out.result.solution == () or all(not r.steps or r.illegal for r in out.tree)
+
+
+def test_a_node_whose_children_are_all_closed_is_expanded_again():
+    calls = []
+
+    def propose(request: Propose):
+        calls.append(request.steps)
+        k = sum(1 for c in calls if c == request.steps)
+        if request.steps == ():
+            return ["c"] if k == 1 else ["d"]  # the second expansion of the root brings a new line
+        if request.steps == ("c",):
+            return ["x1"]  # a dead end: only illegal lines
+        return ["s1"]
+
+    cfg = SearchConfig(iteration_limit=20, roll_policy="none", branch=1, proposal_retries=0)
+    out = serve_sync(
+        search("Q", cfg, 0, question_id="q", rules=TOY), FakeProposer(propose), FakeScorer(lambda s: 0.5)
+    )
+    assert out.result.verified and out.result.solution == ("d", "s1")
+    assert [r.steps for r in out.tree if r.depth == 1] == [("c",), ("d",)]  # both children of one root
+    one = SearchConfig(iteration_limit=20, roll_policy="none", branch=1, proposal_retries=0, max_expansions=1)
+    calls.clear()
+    out = serve_sync(
+        search("Q", one, 0, question_id="q", rules=TOY), FakeProposer(propose), FakeScorer(lambda s: 0.5)
+    )
+    assert not out.result.verified and out.result.iterations == 2  # closed for good: the search ends
 
 
 def test_verified_stop_returns_the_first_solved_child():
