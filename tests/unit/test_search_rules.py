@@ -235,3 +235,18 @@ def test_a_task_without_rules_is_searched_exactly_as_before():
             proposer = FakeProposer(hashed_proposer(width=4, answer_depth=3))
             h.update(_digest(serve_sync(gen, proposer, FakeScorer(hashed_scorer(f"s{q}")))).encode())
     assert h.hexdigest() == GOLDEN
+
+
+def test_new_keys_are_checked_at_config_load():
+    import pytest
+
+    from conf.load import ConfigError, compose
+
+    for bad, key in (
+        (["backbone.prm_reads=nope"], "backbone.prm_reads"),
+        (["backbone.prm_train.prm_loss=l1"], "backbone.prm_train.prm_loss"),
+        (["eval.search.value=zero"], "eval.search.value"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            compose(bad)
+    assert compose(["task=countdown"]).search.max_expansions == 4
