@@ -125,6 +125,14 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"bad value under '{key}': branch and iteration_limit must be >= 1")
         if not (0.0 <= s.low < s.high <= 1.0):
             raise ConfigError(f"bad value under '{key}': need 0 <= low < high <= 1")
+    trees = cfg.pool.trees_in_flight
+    if not (trees == "auto" or (str(trees).isdigit() and int(trees) >= 1)):
+        raise ConfigError(
+            f"bad value for 'pool.trees_in_flight': {trees!r}; allowed: auto or an integer >= 1"
+        )
+    for key in ("search.max_expansions", "eval.search.max_expansions"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"bad value for '{key}': {OmegaConf.select(cfg, key)}; must be >= 1")
     if cfg.task.name in ("file", "gsm8k") and not cfg.data.path:
         raise ConfigError(
             f"task={cfg.task.name} needs a question file: set data.path=FILE (JSON list or JSONL)"

@@ -246,7 +246,11 @@ def test_new_keys_are_checked_at_config_load():
         (["backbone.prm_reads=nope"], "backbone.prm_reads"),
         (["backbone.prm_train.prm_loss=l1"], "backbone.prm_train.prm_loss"),
         (["eval.search.value=zero"], "eval.search.value"),
+        (["pool.trees_in_flight=lots"], "pool.trees_in_flight"),
+        (["pool.trees_in_flight=0"], "pool.trees_in_flight"),
+        (["search.max_expansions=0"], "search.max_expansions"),
     ):
         with pytest.raises(ConfigError, match=key):
             compose(bad)
     assert compose(["task=countdown"]).search.max_expansions == 4
+    assert compose(["pool.trees_in_flight=32"]).pool.trees_in_flight in (32, "32")
