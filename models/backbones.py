@@ -187,27 +187,35 @@ def build_tiny(backbone_cfg: Any, task_cfg: Any, cache_dir: str | Path, seed: in
     return _cached(final, lambda tmp: _write_tiny(spec, tmp), spec)
 
 
-def _write_tiny(spec: dict[str, Any], out: Path) -> None:
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(spec: dict[str, Any], tokenizer: Any, max_positions: int, **extra: Any) -> Any:
+    """The LlamaConfig of a tiny model from its spec (hidden, intermediate, layers, heads) and tokenizer;
+    shared by the tiny policy and the from-scratch value model (models/value.py)."""
+    from transformers import LlamaConfig
 
-    tokenizer = build_tiny_tokenizer(spec["alphabet"], spec["max_positions"])
-    if spec.get("chat_template"):
-        tokenizer.chat_template = spec["chat_template"]
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec["hidden"],
         intermediate_size=spec["intermediate"],
         num_hidden_layers=spec["layers"],
         num_attention_heads=spec["heads"],
         num_key_value_heads=spec["heads"],
-        max_position_embeddings=spec["max_positions"],
+        max_position_embeddings=max_positions,
         rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **extra,
     )
+
+
+def _write_tiny(spec: dict[str, Any], out: Path) -> None:
+    import torch
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer(spec["alphabet"], spec["max_positions"])
+    if spec.get("chat_template"):
+        tokenizer.chat_template = spec["chat_template"]
+    config = tiny_llama_config(spec, tokenizer, spec["max_positions"], tie_word_embeddings=True)
     torch.manual_seed(spec["seed"])
     model = LlamaForCausalLM(config).to(torch.float32)
     model.generation_config = GenerationConfig(

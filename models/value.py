@@ -96,24 +96,12 @@ def build_value_base(spec: dict[str, Any], reader: PRMReader, out: Path, max_pos
     its character tokenizer to `out` as a plain HF directory, with `prm_config.json` saying what it
     reads. Returns the number of parameters."""
     import torch
-    from transformers import LlamaConfig, LlamaModel
+    from transformers import LlamaModel
 
-    from models.backbones import build_tiny_tokenizer
+    from models.backbones import build_tiny_tokenizer, tiny_llama_config
 
     tokenizer = build_tiny_tokenizer(spec["alphabet"], max_positions)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=spec["hidden"],
-        intermediate_size=spec["intermediate"],
-        num_hidden_layers=spec["layers"],
-        num_attention_heads=spec["heads"],
-        num_key_value_heads=spec["heads"],
-        max_position_embeddings=max_positions,
-        rms_norm_eps=1e-5,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_llama_config(spec, tokenizer, max_positions)
     torch.manual_seed(spec["seed"])
     model = LlamaModel(config).to(torch.float32)
     model.save_pretrained(out)
