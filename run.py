@@ -33,6 +33,9 @@ def main(argv: list[str]) -> int:
             print(to_yaml(cfg), end="")
             return 0
         check_model_paths(cfg)
+        from loop.session import check_cluster_keys
+
+        check_cluster_keys(cfg)  # before any question is drawn or round 0 built, in every mode
         logging.basicConfig(
             level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
         )

@@ -41,6 +41,14 @@ def test_unknown_key_exits_2_with_one_line():
     assert "no_such_key" in error_line(proc)
 
 
+def test_bad_cluster_key_exits_2_before_anything_starts(tmp_path):
+    """mode=evaluate builds round 0 before its Ray session: the cluster keys are checked at start."""
+    proc = run("mode=evaluate", "train.storage_path=ftp://host/x", f"cache_dir={tmp_path}/cache")
+    assert proc.returncode == 2
+    assert "unknown filesystem scheme 'ftp'" in error_line(proc)
+    assert not (tmp_path / "cache").exists()  # nothing drawn, nothing built
+
+
 def test_unknown_backbone_exits_2_naming_the_choices():
     proc = run("backbone=nope")
     assert proc.returncode == 2
