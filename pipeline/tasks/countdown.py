@@ -213,7 +213,9 @@ def _generate(
         sample,
         exclude,
         lambda count: 200 * count + 2000,
-        "solvable countdown problems",
+        # the ranges enter the set cache's key through this description (the probe would catch most
+        # changes by itself), and a failed draw names them
+        f"solvable countdown problems (numbers 1..{max_number}, targets {lo}..{hi})",
     )
 
 

@@ -70,10 +70,11 @@ def test_second_split_is_read_identical_without_the_solver(cache, monkeypatch):
 
 def test_other_range_or_seed_is_not_served_from_the_file(cache, monkeypatch):
     countdown.warm_start_set(_task(), seed=0)
-    # max_target lives in the sample function's closure: the file name cannot see it, the probe does
+    # the ranges name the file (through the set's description); the probe checks the sampler too
     wider = countdown.warm_start_set(_task(max_target=101), seed=0)
     assert wider == _uncached(lambda: countdown.warm_start_set(_task(max_target=101), seed=0))
     assert set_cache.STATS == {"read": 0, "drawn": 2}
+    assert len(list(cache.glob("*.json"))) == 2  # both kept, side by side
     countdown.warm_start_set(_task(), seed=1)
     assert set_cache.STATS["drawn"] == 3
 
