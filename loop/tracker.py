@@ -22,7 +22,9 @@ package is a hard dependency: a missing one raises `TrackerError` naming the pip
 Resume: a run started again on its directory continues its tracker. The wandb run id is kept in
 `<run_dir>/wandb/run_id` and passed with `resume="allow"`, so online the same wandb run goes on; offline,
 each start writes a fragment `offline-run-<time>-<id>` under the same id, and `wandb sync` uploads the
-fragments of one id as one run, in start order. Both trackers first read the run's `metrics.jsonl`, so
+fragments of one id as one run, in start order. (wandb never appends to an offline directory it has
+finished: given the first start's time again it writes `offline-run-<time>-<id>-1` beside it, measured
+with wandb 0.23; so one wandb run directory per resume is what offline resuming can be.) Both trackers first read the run's `metrics.jsonl`, so
 the x axes continue where the interrupted start left them (a loss curve does not restart at step 0).
 """
 
