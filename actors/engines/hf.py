@@ -15,6 +15,11 @@ decoded by `_decode`: a KV-cache sampling loop that prefills each distinct prefi
 samples share its cache) and drops stopped rows from the batch (at EOS, at the delimiter: its token id
 when it is one token, else found in the decoded text).
 
+KV reuse across calls (`PrefixStore`): the cache of every prefilled prefix is kept (LRU, `KV_STORE_BYTES`
+per replica, cleared on reload), and a later prefix that starts with a kept one's tokens prefills only its
+own remaining tokens. Search asks for a node's children after the node itself, and a child's prefix is
+its parent's plus one step: the prefill shrinks from the whole prefix to that step.
+
 Seeding: every row (one sample of one request) draws its uniforms from its own generator, seeded by
 (request seed, sample index), and samples by inverse CDF. A sample therefore depends on its prefix and
 seed, not on which other requests share the call, so the same tree comes out however the search worker
@@ -28,7 +33,7 @@ import hashlib
 import inspect
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 TAIL_TOKENS = 4  # tokens decoded per row and step to find a multi-token delimiter
 COMPACT_SHARE = 0.25  # finished rows leave the batch (and its cache) once they are this share of it
 MIN_CHUNK_ROWS = 128  # rows a generate chunk holds before prefix length may cut it (`length_chunks`)
+KV_STORE_BYTES = 1 << 30  # prefix KV caches kept across calls per replica (`PrefixStore`); 0: no reuse
+MIN_REUSE_TOKENS = 4  # the shortest kept prefix worth reading back
 
 
 def row_seed(seed: int, sample: int) -> int:
@@ -137,6 +144,55 @@ def length_chunks(
     return chunks
 
 
+class PrefixStore:
+    """KV caches of prefixes prefilled by earlier calls, by their token ids; least recently used ones
+    leave past `budget` bytes.
+
+    The key and value at position p depend only on tokens 0..p (causal attention; rotary positions count
+    from a row's first real token, not from the padding), so a kept prefix of a new prefix's ids is a valid
+    cache for that part of it: the same numbers a full prefill computes, up to float rounding of other
+    batch shapes (as padding already does). An entry is (layers, 2 [key, value], heads, tokens, head dim).
+    """
+
+    def __init__(self, budget: int):
+        self.budget = int(budget)
+        self.entries: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self.lengths: Counter[int] = Counter()
+        self.bytes = 0
+
+    def __contains__(self, ids: tuple[int, ...]) -> bool:
+        return ids in self.entries
+
+    def longest(self, ids: tuple[int, ...]) -> torch.Tensor | None:
+        """The cache of the longest kept prefix of `ids` (at least MIN_REUSE_TOKENS tokens), or None; of
+        `ids` itself only all but its last token (whose logits the caller computes)."""
+        for n in sorted((n for n in self.lengths if MIN_REUSE_TOKENS <= n <= len(ids)), reverse=True):
+            kv = self.entries.get(ids[:n])
+            if kv is not None:
+                self.entries.move_to_end(ids[:n])
+                return kv if n < len(ids) else kv[:, :, :, : n - 1]
+        return None
+
+    def put(self, ids: tuple[int, ...], kv: torch.Tensor) -> None:
+        size = kv.numel() * kv.element_size()
+        if ids in self.entries or size > self.budget:
+            return
+        self.entries[ids] = kv
+        self.lengths[len(ids)] += 1
+        self.bytes += size
+        while self.bytes > self.budget:
+            old, old_kv = self.entries.popitem(last=False)
+            self.bytes -= old_kv.numel() * old_kv.element_size()
+            self.lengths[len(old)] -= 1
+            if not self.lengths[len(old)]:
+                del self.lengths[len(old)]
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.lengths.clear()
+        self.bytes = 0
+
+
 def _single_token(tokenizer: Any, text: str) -> int | None:
     """The id of `text` when the tokenizer encodes it as exactly one token that decodes back to it."""
     ids = tokenizer.encode(text, add_special_tokens=False)
@@ -156,6 +212,7 @@ class HFEngine:
         self.model: Any = None
         self.tokenizer: Any = None
         self.model_dir = ""
+        self.store = PrefixStore(KV_STORE_BYTES)
         self.counters = {
             "calls": 0,
             "rows": 0,
@@ -163,6 +220,8 @@ class HFEngine:
             "busy_seconds": 0.0,
             "cpu_seconds": 0.0,
             "slots": 0,
+            "prefill_tokens": 0,  # prefix tokens run through the model
+            "reused_tokens": 0,  # prefix tokens read from the PrefixStore instead
         }
         self.reload(model_dir)
 
@@ -189,6 +248,7 @@ class HFEngine:
     def release(self) -> None:
         """Drop the model and free its device memory (before training); `reload` brings it back."""
         self.model = None
+        self.store.clear()  # caches of the old weights
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -374,26 +434,16 @@ class HFEngine:
         generation_config) by inverse CDF with each row's own `uniforms[row, step]`; temperature 0 =
         greedy. Returns the generated tokens (rows x steps; a row's tokens after its stop are ignored)
         and the row-steps computed."""
-        from transformers import DynamicCache
-
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         gen = torch.full((len(expand), max_new), pad, dtype=torch.long)
         rows = torch.arange(len(expand), device=ids.device)  # original row of each batch position
-        cache = DynamicCache()
         # transformers >= 5.2x names the argument `cache` (`past_key_values` warns, then goes in 5.40)
         cache_kw = (
             "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         )
-        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            use_cache=True,
-            logits_to_keep=1,
-            **{cache_kw: cache},
-        )
-        logits, mask, pos = out.logits[expand, -1, :], mask[expand], pos[expand, -1:]
+        logits, cache, mask, pos, real = self._prefill(ids, mask, cache_kw)
+        real = [real[int(u)] for u in expand.tolist()]  # each row's prefix ids
+        logits, mask, pos = logits[expand], mask[expand], pos[expand]
         if not torch.equal(expand, torch.arange(ids.shape[0], device=expand.device)):
             cache.batch_select_indices(expand)  # also when rows merely permute the prefixes
         slots, step = 0, 0
@@ -403,8 +453,12 @@ class HFEngine:
             slots += len(rows)
             alive = ~tracker(gen[:, : step + 1]).to(ids.device)[rows]
             if step + 1 == max_new or not bool(alive.any()):
+                self._keep_rows(range(len(rows)), rows, real, gen, step, tracker, cache, mask)
                 break
             if int((~alive).sum()) >= COMPACT_SHARE * len(rows):
+                self._keep_rows(
+                    torch.nonzero(~alive).flatten().tolist(), rows, real, gen, step, tracker, cache, mask
+                )
                 keep = torch.nonzero(alive).flatten()
                 rows, nxt, mask, pos = rows[keep], nxt[keep], mask[keep], pos[keep]
                 cache.batch_select_indices(keep)
@@ -419,6 +473,75 @@ class HFEngine:
             )
             logits = out.logits[:, -1, :]
         return gen[:, : step + 1], slots
+
+    def _prefill(
+        self, ids, mask, cache_kw: str
+    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, list]:
+        """Run the distinct prefixes (`ids`/`mask`: rows left-padded) through the model, each from the
+        longest prefix of it the PrefixStore keeps (that part of the cache is copied in, the rest is
+        computed; a row keeps at least its last token to compute), and keep every prefix's cache there.
+        Returns the last position's logits (rows x vocab), the cache, its attention mask (rows x cache
+        positions; kept and new parts may be separated by padding), each row's last position (rows x 1) and
+        each row's token ids."""
+        from transformers import DynamicCache
+
+        real = [tuple(r[m.bool()].tolist()) for r, m in zip(ids.cpu(), mask.cpu(), strict=True)]
+        kept = [self.store.longest(t) if self.store.budget else None for t in real]
+        have = [0 if kv is None else int(kv.shape[3]) for kv in kept]
+        self.counters["reused_tokens"] += sum(have)
+        self.counters["prefill_tokens"] += sum(len(t) for t in real) - sum(have)
+        if not any(have):
+            cache, pos = DynamicCache(), (mask.long().cumsum(-1) - 1).clamp(min=0)
+        else:  # new tokens left-padded after the kept caches right-aligned: [pad kept | pad new]
+            ref = next(kv for kv in kept if kv is not None)
+            width, new = max(have), max(len(t) - h for t, h in zip(real, have, strict=True))
+            past = ref.new_zeros((ref.shape[0], 2, len(real), ref.shape[2], width, ref.shape[4]))
+            ids = ids.new_full((len(real), new), self.tokenizer.pad_token_id or 0)
+            mask, pos = mask.new_zeros((len(real), width + new)), ids.new_zeros((len(real), new))
+            for u, (t, h, kv) in enumerate(zip(real, have, kept, strict=True)):
+                if kv is not None:
+                    past[:, :, u, :, width - h :] = kv
+                    mask[u, width - h : width] = 1
+                ids[u, new - (len(t) - h) :] = torch.tensor(t[h:], device=ids.device)
+                mask[u, width + new - (len(t) - h) :] = 1
+                pos[u, new - (len(t) - h) :] = torch.arange(h, len(t), device=ids.device)
+            cache = DynamicCache(ddp_cache_data=[(layer[0], layer[1]) for layer in past])
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_kw: cache},
+        )
+        self._keep(real, cache, mask)
+        return out.logits[:, -1, :], cache, mask, pos[:, -1:], real
+
+    def _keep(self, real: list[tuple[int, ...]], cache: Any, mask: torch.Tensor) -> None:
+        """Copy each row's cache (its first len(real[row]) real positions) into the PrefixStore under
+        `real[row]` (rows listed in `real`, by batch position)."""
+        layers = getattr(cache, "layers", None)
+        if not self.store.budget or layers is None:
+            return
+        for b, t in enumerate(real):
+            if len(t) >= MIN_REUSE_TOKENS and t not in self.store:
+                at = torch.nonzero(mask[b]).flatten()[: len(t)]
+                kv = [torch.stack((c.keys[b][:, at], c.values[b][:, at])) for c in layers]
+                self.store.put(t, torch.stack(kv))
+
+    def _keep_rows(self, batch, rows, real, gen, step: int, tracker: _StopTracker, cache, mask) -> None:
+        """Keep the caches of the rows at batch positions `batch` before they leave: a row's prefix plus
+        the tokens it has fed back by `step` (up to its stop), the cache its children's prefixes start with."""
+        if not self.store.budget:
+            return
+        done = tracker.done_at.tolist() if tracker.done_at is not None else []
+        ids: list[tuple[int, ...]] = [()] * mask.shape[0]
+        original = rows.tolist()
+        for b in batch:
+            r = original[b]
+            fed = min(step, done[r]) if done and done[r] > 0 else step
+            ids[b] = real[r] + tuple(gen[r, :fed].tolist())
+        self._keep(ids, cache, mask)
 
 
 def _sample(logits: torch.Tensor, temp: float, u: torch.Tensor) -> torch.Tensor:
