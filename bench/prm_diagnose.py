@@ -5,9 +5,11 @@ and scores, on the same nodes, the four likelihood features of the round's polic
 min / mean token log-probability of the solution and of its last step). Prints, side by side:
 - end leaves: AUC of correct over wrong finished solutions;
 - countdown siblings: how often the child from whose state the target can still be made (the exact
-  solver, `value_of_state`) is ranked above a sibling from which it cannot.
+  solver, `value_of_state`) is ranked above a sibling from which it cannot (legal children only: the
+  rules value an illegal one `low` without asking the PRM; a tie counts half).
 
     python bench/prm_diagnose.py runs/cd-r0 --round 0 --task countdown
+    python bench/prm_diagnose.py runs/cd-eval --policy DIR     # a mode=evaluate run (<run>/eval/mcts)
 
 The policy directory is the round's (`round_<k>/models.json`) unless `--policy DIR`. CPU, a few minutes
 for 300 trees of the tiny countdown model.
@@ -56,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prm_diagnose: task {args.task!r} has no built-in held-out set", file=sys.stderr)
         return 2
     run = Path(args.run) / f"round_{args.round}"
+    if not run.is_dir() and (Path(args.run) / "eval" / "mcts").is_dir():
+        run = Path(args.run)  # a mode=evaluate run: its trees sit under <run>/eval/mcts
+    if args.policy is None and not (run / "models.json").is_file():
+        print(f"prm_diagnose: {run} names no policy (models.json); pass --policy DIR", file=sys.stderr)
+        return 2
     policy = args.policy or json.loads((run / "models.json").read_text())["policy_dir"]
     fmt = PromptFormat.from_backbone(cfg.backbone)
     tok = AutoTokenizer.from_pretrained(policy)
@@ -89,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             if node["parent_id"] >= 0:
                 children.setdefault(node["parent_id"], []).append(node)
         for kids in children.values():
-            valued = [(value_of_state(q, kid["steps"]), kid) for kid in kids]
+            # illegal children (the task's rules: valued `low` without the PRM) are no test of the PRM
+            valued = [(value_of_state(q, kid["steps"]), kid) for kid in kids if not kid.get("illegal")]
             for (va, a), (vb, b) in itertools.combinations(valued, 2):
                 if va != vb:
                     hi, lo = (a, b) if va > vb else (b, a)
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     scorers = [("PRM", lambda x: x[1])] + [(n, lambda x, i=i: x[0][i]) for i, n in enumerate(NAMES)]
     for name, f in scorers:
         end = auc([f(x) for x in ends[True]], [f(x) for x in ends[False]])
-        sib = sum(f(a) > f(b) for a, b in pairs) / len(pairs) if pairs else None
+        sib = sum((f(a) > f(b)) + 0.5 * (f(a) == f(b)) for a, b in pairs) / len(pairs) if pairs else None
         print(
             f"{name:<16} {'-' if end is None else f'{end:.3f}':>12} {'-' if sib is None else f'{sib:.3f}':>14}"
         )

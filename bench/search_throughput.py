@@ -9,15 +9,17 @@ The questions are round 1's: the task's training set for the seed (`pipeline.dat
 models (`loop.round0.round0_models`: cached; `--policy-dir/--prm-dir`: other directories; `--untrained`:
 the untrained tiny build, same shapes, for a quick check of batching only). One pool, after a warm-up on the first shard:
 (new) the pool as configured: each worker runs trees of several shards at once, `--trees` in flight;
+(kv0) the new pool with the HF engine's KV reuse across calls off (`--no-kv0` skips it);
 (old) as before issue 28: one shard per worker at a time, `--old-trees` trees (at most a shard's);
 (b) the original code's way: one tree at a time, every proposal and PRM score its own batch-1 call, in
     one Ray task holding both models with the policy + PRM replicas' CPUs (first `--b-questions`);
 (c) the policy's raw throughput curve: HF `generate` with sampling, `max_step_tokens` per row, no early
     stop, measured inside the policy replica itself (same process and CPU share as the pool's calls), on
     prefixes drawn from the trees, at `--curve` batch sizes plus each pool's own mean batch.
-Prints the curve, questions/s and tokens/s of each mode, the mean policy batch rows, and the ratios the
-issue asks for: new/old questions/s, new/b, new/c at new's own batch (also per policy CPU-second, which
-removes other processes' load on a shared machine).
+Prints the curve, questions/s and tokens/s of each mode, the mean policy batch rows, the share of prefix
+tokens read from kept caches, and the ratios the issue asks for: new/old and new/kv0 questions/s, new/b,
+new/c at new's own batch (also per policy CPU-second, which removes other processes' load on a shared
+machine). Every timed run starts with the policy's kept caches emptied.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def timed_run(pool, shards, search_cfg, **kwargs):
     counters over this run alone (differences of the cumulative counters)."""
     from pipeline.shards import load_shard
 
+    kv_store(pool, clear=True)
     info0, prog0 = pool.replica_info(), pool.progress()
     t0 = time.monotonic()
     paths = pool.run_shards(shards, search_cfg, **kwargs)
@@ -97,7 +100,8 @@ def timed_run(pool, shards, search_cfg, **kwargs):
     prm = {k: info1["prm-0"][k] - info0["prm-0"][k] for k in ("calls", "rows", "busy_seconds")}
     info0, info1 = info0["policy-0"], info1["policy-0"]
     trees = [t for p in paths for t in load_shard(p)]
-    pol = {k: info1[k] - info0[k] for k in ("calls", "rows", "tokens", "busy_seconds", "cpu_seconds")}
+    keys = ("calls", "rows", "tokens", "busy_seconds", "cpu_seconds", "reused_tokens", "prefill_tokens")
+    pol = {k: info1.get(k, 0) - info0.get(k, 0) for k in keys}
     prog = {k: prog1[k] - prog0.get(k, 0) for k in ("batches_propose", "expansions", "proposals", "scored")}
     return {"seconds": seconds, "trees": trees, "tokens": sum(t.result.generated_tokens for t in trees)} | {
         "policy": pol,
@@ -105,6 +109,23 @@ def timed_run(pool, shards, search_cfg, **kwargs):
         "progress": prog,
         "solved": sum(1 for t in trees if t.result.correct),
     }
+
+
+def _store(actor, clear, budget):
+    """Inside a policy replica: empty its engine's kept KV caches and/or set their budget (HF engine)."""
+    store = getattr(actor.engine, "store", None)
+    if store is not None:
+        if clear:
+            store.clear()
+        if budget is not None:
+            store.budget = budget
+
+
+def kv_store(pool, clear=False, budget=None):
+    """`_store` on every policy replica."""
+    import ray
+
+    ray.get([p.__ray_call__.remote(_store, clear, budget) for p in pool.policy])
 
 
 def make_shards(questions, size, seed, tmp, tag):
@@ -123,6 +144,7 @@ def parse(argv):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--trees", default="auto", help="pool.trees_in_flight of the new pool")
     ap.add_argument("--old-trees", type=int, default=64, help="trees in flight of the old pool (0: skip)")
+    ap.add_argument("--no-kv0", action="store_true", help="skip the run without KV reuse across calls")
     ap.add_argument("--curve", default="1,4,16,64,128,256,512,1024")
     ap.add_argument("--untrained", action="store_true", help="the untrained tiny build (batching check)")
     ap.add_argument("--policy-dir", help="this policy instead of round 0's (with --prm-dir)")
@@ -169,11 +191,19 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pool.run_shards(make_shards(questions[:size], size, cfg.seed, tmp, "warm"), cfg.search)
         new = timed_run(pool, make_shards(questions, size, cfg.seed, tmp, "new"), cfg.search)
+        kv0 = None
+        if not args.no_kv0:
+            from actors.engines.hf import KV_STORE_BYTES
+
+            kv_store(pool, budget=0)
+            kv0 = timed_run(pool, make_shards(questions, size, cfg.seed, tmp, "kv0"), cfg.search)
+            kv_store(pool, budget=KV_STORE_BYTES)
+            assert same_trees(new, kv0), "KV reuse changed the trees"
         old = None
         if args.old_trees:
             work = make_shards(questions, size, cfg.seed, tmp, "old")
             old = timed_run(pool, work, cfg.search, shards_per_call=1, trees_in_flight=args.old_trees)
-        curve = measure_curve(pool, cfg, questions, [r for r in (new, old) if r], args.curve)
+        curve = measure_curve(pool, cfg, questions, [r for r in (new, kv0, old) if r], args.curve)
         trees_new = pool.trees_in_flight([])
     pool.shutdown()
     res = cfg.backbone.policy_resources.num_cpus + cfg.backbone.prm_resources.num_cpus
@@ -183,9 +213,18 @@ def main(argv: list[str]) -> int:
             policy_dir, prm_dir, cfg.backbone, cfg.policy, cfg.prm, cfg.search, b_shards
         )
     )
-    report(args, cfg, len(questions), trees_new, new, old, b, curve)
+    report(args, cfg, len(questions), trees_new, new, old, b, curve, kv0)
     ray.shutdown()
     return 0
+
+
+def same_trees(a, b) -> bool:
+    """The runs found the same trees (nodes and results, wall-clock seconds aside)."""
+
+    def key(run):
+        return [(t.question_id, t.nodes, t.result.solution, t.result.correct) for t in run["trees"]]
+
+    return key(a) == key(b)
 
 
 def mean_rows(run) -> int:
@@ -205,7 +244,7 @@ def measure_curve(pool, cfg, questions, runs, sizes):
     return ray.get(pool.policy[0].throughput_curve.remote(prompts, rows, n_new, 2))
 
 
-def report(args, cfg, n_questions, trees_new, new, old, b, curve):
+def report(args, cfg, n_questions, trees_new, new, old, b, curve, kv0=None):
     at = {int(p["rows"]): p for p in curve}
     one = at[min(at)]["tokens_per_s"]
     print(
@@ -226,6 +265,7 @@ def report(args, cfg, n_questions, trees_new, new, old, b, curve):
     rows = [("b: one tree at a time, batch 1", args.b_questions / b_s, b_tok / b_s, "", "", "")]
     for name, run, trees in (
         ("new: trees of several shards", new, trees_new),
+        ("kv0: new, no KV reuse", kv0, trees_new),
         ("old: one shard per worker", old, args.old_trees),
     ):
         if run:
@@ -245,12 +285,12 @@ def report(args, cfg, n_questions, trees_new, new, old, b, curve):
     )
     for name, qps, tps, trees, mrows, busy in rows:
         print(f"{name:32s} {qps:11.3f} {tps:9.0f} {trees!s:>12s} {mrows!s:>11s} {busy:>5s}")
-    ratios(rows, new, old, at, n_questions, cfg)
+    ratios(rows, new, old, at, n_questions, cfg, kv0)
 
 
-def ratios(rows, new, old, at, n_questions, cfg):
+def ratios(rows, new, old, at, n_questions, cfg, kv0=None):
     b_q, b_t = rows[0][1], rows[0][2]
-    for name, run in (("new", new), ("old", old)):
+    for name, run in (("new", new), ("kv0", kv0), ("old", old)):
         if not run:
             continue
         q, t = n_questions / run["seconds"], run["tokens"] / run["seconds"]
@@ -263,8 +303,11 @@ def ratios(rows, new, old, at, n_questions, cfg):
             f"{per_cpu:.2f} per policy CPU-second (goal >= 0.8); solved {run['solved']}/{n_questions}; "
             f"propose requests per worker batch {run['progress']['expansions'] / max(1, run['progress']['batches_propose']):.1f}; "
             f"PRM {run['prm']['rows'] / max(1, run['prm']['calls']):.0f} rows per call, busy "
-            f"{100 * run['prm']['busy_seconds'] / run['seconds']:.0f}%"
+            f"{100 * run['prm']['busy_seconds'] / run['seconds']:.0f}%; prefix tokens read from kept caches "
+            f"{100 * pol['reused_tokens'] / max(1, pol['reused_tokens'] + pol['prefill_tokens']):.0f}%"
         )
+    if kv0:
+        print(f"new/kv0 questions/s (KV reuse across calls): {kv0['seconds'] / new['seconds']:.2f}x")
     if old:
         print(f"new/old questions/s: {old['seconds'] / new['seconds']:.2f}x (goal >= 3x)")
 
