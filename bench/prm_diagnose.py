@@ -10,6 +10,7 @@ min / mean token log-probability of the solution and of its last step). Prints, 
 
     python bench/prm_diagnose.py runs/cd-r0 --round 0 --task countdown
     python bench/prm_diagnose.py runs/cd-eval --policy DIR     # a mode=evaluate run (<run>/eval/mcts)
+    python bench/prm_diagnose.py runs/cd-eval --prm-only       # the PRM column alone (no policy pass)
 
 The policy directory is the round's (`round_<k>/models.json`) unless `--policy DIR`. CPU, a few minutes
 for 300 trees of the tiny countdown model.
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", default="countdown", help="the run's task (its held-out set is rebuilt)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy", default=None, help="policy directory (default: the round's)")
+    ap.add_argument(
+        "--prm-only", action="store_true", help="the PRM column only (no policy forward per node: fast)"
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -60,17 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run) / f"round_{args.round}"
     if not run.is_dir() and (Path(args.run) / "eval" / "mcts").is_dir():
         run = Path(args.run)  # a mode=evaluate run: its trees sit under <run>/eval/mcts
-    if args.policy is None and not (run / "models.json").is_file():
+    if args.policy is None and not args.prm_only and not (run / "models.json").is_file():
         print(f"prm_diagnose: {run} names no policy (models.json); pass --policy DIR", file=sys.stderr)
         return 2
-    policy = args.policy or json.loads((run / "models.json").read_text())["policy_dir"]
     fmt = PromptFormat.from_backbone(cfg.backbone)
-    tok = AutoTokenizer.from_pretrained(policy)
-    model = AutoModelForCausalLM.from_pretrained(policy).eval()
+    if not args.prm_only:
+        policy = args.policy or json.loads((run / "models.json").read_text())["policy_dir"]
+        tok = AutoTokenizer.from_pretrained(policy)
+        model = AutoModelForCausalLM.from_pretrained(policy).eval()
     content = {q.id: q.content for q in task.make_task_split(cfg.task, cfg.seed)[1]}
 
     @torch.inference_mode()
     def features(question: str, steps: list[str]) -> list[float]:
+        if args.prm_only:
+            return [0.0] * len(NAMES)
         enc = encode(tok, [fmt.prm_text(question, steps)], max_length=1024)
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
         sol, tail = feature_masks(enc["attention_mask"], enc["solution_mask"], enc["last_mask"])
@@ -112,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{run}: {len(ends[True])} correct / {len(ends[False])} wrong end leaves, {len(pairs)} sibling pairs"
     )
     print(f"{'scorer':<16} {'end-leaf AUC':>12} {'sibling pairs':>14}")
-    scorers = [("PRM", lambda x: x[1])] + [(n, lambda x, i=i: x[0][i]) for i, n in enumerate(NAMES)]
+    scorers = [("PRM", lambda x: x[1])]
+    if not args.prm_only:
+        scorers += [(n, lambda x, i=i: x[0][i]) for i, n in enumerate(NAMES)]
     for name, f in scorers:
         end = auc([f(x) for x in ends[True]], [f(x) for x in ends[False]])
         sib = sum((f(a) > f(b)) + 0.5 * (f(a) == f(b)) for a, b in pairs) / len(pairs) if pairs else None

@@ -103,6 +103,9 @@ class TrainConfig:
     freeze_backbone: bool = False  # PRM jobs only: train the value head, keep the LM (and its likelihoods)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     group_by_length: bool = False  # batches of rows of similar length (less padding), shuffled per epoch
+    # in-process jobs only: torch.compile the model (dynamic shapes; ~1 min of compiling first, then
+    # faster steps for a tiny model on a CPU, where eager overhead dominates)
+    compile: bool = False
     prm_loss: str = "mse"  # PRM jobs only: mse | bce (cross-entropy against the soft target in [0, 1])
 
 

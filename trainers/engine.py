@@ -119,12 +119,25 @@ class TorchEngine:
         # under autocast, weights and AdamW in fp32
         self.device_type = next(module.parameters()).device.type
         self.bf16 = train_bf16(cfg.bf16, self.device_type)
+        # `compile`: the forward through torch.compile (same parameters: `module` is what is saved)
+        self.forward = torch.compile(module, dynamic=True) if cfg.compile else module
+        self._first = bool(cfg.compile)
 
     def __call__(self, *args, **kwargs):
+        if self._first:  # torch.compile fails only when first called (e.g. no C++ compiler): run eager
+            self._first = False
+            try:
+                return self._forward(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any compile failure; eager is the same model
+                log.warning("torch.compile failed (%s); training eager", str(exc).splitlines()[0][:200])
+                self.forward = self.module
+        return self._forward(*args, **kwargs)
+
+    def _forward(self, *args, **kwargs):
         if not self.bf16:
-            return self.module(*args, **kwargs)
+            return self.forward(*args, **kwargs)
         with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.module(*args, **kwargs)
+            return self.forward(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.cfg.gradient_accumulation_steps).backward()
@@ -155,6 +168,10 @@ def build_engine(module: torch.nn.Module, cfg: Any, ctx: WorkerContext, total_st
         return TorchEngine(module, cfg, total_steps)
     import deepspeed
 
+    if cfg.compile:
+        log.warning(
+            "train compile=true applies to in-process jobs (num_workers=0); this DeepSpeed job runs eager"
+        )
     ds_config = build_ds_config(cfg, world_size=ctx.world_size, total_steps=total_steps)
     with _captured_stdout("deepspeed.initialize"):  # it prints "... shm_comm_op built successfully"
         engine, *_ = deepspeed.initialize(

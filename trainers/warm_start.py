@@ -49,6 +49,7 @@ _ADDED_LATER = {
     "freeze_backbone": False,
     "gradient_checkpointing": False,
     "group_by_length": False,
+    "compile": False,
     "prm_loss": "mse",
 }
 
