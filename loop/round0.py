@@ -30,11 +30,10 @@ def round0_models(cfg: Any, trained: bool = True) -> tuple[str, str]:
     if cfg.backbone.policy_path and cfg.backbone.prm_path:
         return str(cfg.backbone.policy_path), str(cfg.backbone.prm_path)
     if trained and cfg.backbone.name == "tiny":
-        from trainers.warm_start import ensure_initial_prm, ensure_warm_start
+        from trainers.warm_start import ensure_round0
 
-        args = (cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)
         start = time.monotonic()
-        models = str(ensure_warm_start(*args)), str(ensure_initial_prm(*args))
+        models = tuple(map(str, ensure_round0(cfg.backbone, cfg.task, cfg.cache_dir, cfg.seed)))
         took = format_duration(time.monotonic() - start)
         log.info("round 0 ready in %s (PRM reads the %s): %s, %s", took, cfg.backbone.prm_reads, *models)
         return models

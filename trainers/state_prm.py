@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from models.backbones import _MARKER as CACHE_MARKER
 from models.backbones import _cached, _key
 from models.device import train_dtype_name
 from models.value import PRMReader, build_value_base, value_spec
@@ -57,6 +58,18 @@ def ensure_state_prm(
 ) -> str:
     """Directory of the round-0 state-reading PRM, trained on first call, cached after. `policy`: the
     warm-started policy whose own samples join D_V0 (needed when `task.dv0_samples > 0`)."""
+    entry, build, spec = _plan(backbone_cfg, task_cfg, cache_dir, seed, policy)
+    return str(_cached(entry, build, spec) / "prm")
+
+
+def state_prm_cached(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> bool:
+    """Whether the state PRM of a build that does not read the policy (`task.dv0_samples` 0) is cached."""
+    entry, _, _ = _plan(backbone_cfg, task_cfg, cache_dir, seed, None)
+    return (entry / CACHE_MARKER).is_file()
+
+
+def _plan(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int, policy: str | None):
+    """(cache entry, build(tmp), spec) of the state PRM."""
     task = _task(task_cfg)
     dv0 = _state_dv0_module(task_cfg.name)
     dv0_set, warm_set = dv0_questions(task_cfg, seed), task.warm_start_set(task_cfg, seed)
@@ -86,8 +99,7 @@ def ensure_state_prm(
         metrics = _train(tmp, _distinct(parts), backbone_cfg, fmt)
         (tmp / "prm_metrics.json").write_text(json.dumps(metrics, indent=1))
 
-    entry = _cached(Path(cache_dir) / "round0" / f"state-prm-{_key(spec)}", build, spec)
-    return str(entry / "prm")
+    return Path(cache_dir) / "round0" / f"state-prm-{_key(spec)}", build, spec
 
 
 def _state_dv0_module(task_name: str) -> Any:

@@ -111,6 +111,47 @@ def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: in
     return str(entry / "policy")
 
 
+def ensure_round0(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> tuple[str, str]:
+    """(policy_dir, prm_dir) of round 0: `ensure_warm_start` and `ensure_initial_prm`.
+
+    A state PRM that does not read the policy's samples (`prm_reads=state`, `task.dv0_samples` 0) and is
+    not cached yet is built in a child process while the warm start trains (the same job either way:
+    countdown's runs on one torch thread, `backbone.initial_prm.torch_threads`), so the two small jobs
+    share the two cores instead of taking turns."""
+    if backbone_cfg.prm_reads != "state" or int(task_cfg.dv0_samples):
+        return ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed), ensure_initial_prm(
+            backbone_cfg, task_cfg, cache_dir, seed
+        )
+    from trainers.state_prm import ensure_state_prm, state_prm_cached
+
+    if state_prm_cached(backbone_cfg, task_cfg, cache_dir, seed):
+        return ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed), ensure_state_prm(
+            backbone_cfg, task_cfg, cache_dir, seed
+        )
+    import concurrent.futures
+    import multiprocessing
+
+    from omegaconf import OmegaConf
+
+    child_cfg = OmegaConf.create(_plain(backbone_cfg))
+    log.info("round 0: the PRM is built in a child process beside the warm start")
+    level = logging.getLogger().getEffectiveLevel()
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=context, initializer=_child_logs, initargs=(level,)
+    ) as pool:
+        prm = pool.submit(ensure_state_prm, child_cfg, OmegaConf.create(_plain(task_cfg)), cache_dir, seed)
+        policy = ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed)
+        return policy, prm.result()
+
+
+def _child_logs(level: int) -> None:
+    """The child's log lines in the parent's format, on its stderr (which the parent's terminal shares)."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+
+
 def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
     """Directory of the round-0 PRM trained on D_V0, trained on first call, cached after.
 

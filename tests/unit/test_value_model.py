@@ -4,6 +4,7 @@ round-0 cache keys of issue 26."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +177,45 @@ def test_an_fp32_round0_job_keys_as_auto_did_before_the_dtype_followed_the_cpu(m
     assert _key(ws._spec("warm_start", "/b", bb, {}, TrainConfig(bf16="false"), 0)) == auto
     bf16 = ws._spec("warm_start", "/b", bb, {}, TrainConfig(bf16="true"), 0)
     assert bf16["dtype"] == "bfloat16" and _key(bf16) != auto
+
+
+TINY_ROUND0 = [
+    "task=countdown",
+    "task.warm_size=48",
+    "task.dv0_size=8",
+    "backbone.tiny_hidden=32",
+    "backbone.tiny_layers=1",
+    "backbone.tiny_heads=2",
+    "backbone.tiny_intermediate=64",
+    "backbone.value_hidden=32",
+    "backbone.value_layers=1",
+    "backbone.value_heads=2",
+    "backbone.value_intermediate=64",
+    "backbone.value_walks=1",
+    "backbone.warm_start.max_steps=2",
+    "backbone.initial_prm.max_steps=2",
+    "backbone.warm_start.compile=false",
+    "backbone.initial_prm.compile=false",
+]
+
+
+def test_round0_builds_the_state_prm_beside_the_warm_start_then_finds_both(tmp_path, caplog):
+    import logging
+
+    from trainers.state_prm import ensure_state_prm, state_prm_cached
+    from trainers.warm_start import ensure_round0, ensure_warm_start
+
+    cfg = compose(TINY_ROUND0)
+    args = (cfg.backbone, cfg.task, str(tmp_path), 0)
+    assert not state_prm_cached(*args)
+    with caplog.at_level(logging.INFO, logger="trainers.warm_start"):
+        policy, prm = ensure_round0(*args)
+    assert any("child process" in r.message for r in caplog.records)
+    assert state_prm_cached(*args)
+    # the child built the same entry a serial build names, and the parent the warm start
+    assert prm == ensure_state_prm(*args) and policy == ensure_warm_start(*args)
+    assert (Path(prm) / "prm_config.json").is_file() and (Path(policy) / "config.json").is_file()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="trainers.warm_start"):
+        assert ensure_round0(*args) == (policy, prm)
+    assert not any("child process" in r.message for r in caplog.records)
