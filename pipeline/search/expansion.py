@@ -114,7 +114,7 @@ class Expander:
         """Children for every node: one Propose(n) per node, all in one batch, and one Score batch for
         the new legal children. Identical texts collapse; with rules, a text whose state equals an
         earlier sibling's merges into it, and an illegal text becomes an unscored child (value `low`,
-        marked illegal, an end). Nodes left without a legal child are asked again, together, up to
+        marked illegal, an end); a legal child after which the rules allow no line is an end. Nodes left without a legal child are asked again, together, up to
         `proposal_retries` times; then a node with no child at all becomes an end, and one with only
         illegal children is closed. A node expanded again (reopened by `close`) keeps its children: new
         texts and states are new children only when no child has them. Returns the new legal children,
@@ -142,8 +142,8 @@ class Expander:
                 value = self.low if verdict == ILLEGAL else next(values)
                 child = Node(self.next_id, node, node.steps + (text,), value, value)
                 child.illegal, child.solved = verdict == ILLEGAL, verdict == SOLVED
-                if child.illegal or child.solved:
-                    child.reflection = END
+                if child.illegal or child.solved or self.rules.stuck(child.steps):
+                    child.reflection = END  # a dead end (no legal line can follow) is a leaf too
                 node.children.append(child)
                 self.next_id += 1
             node.expanded = True

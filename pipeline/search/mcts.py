@@ -186,6 +186,8 @@ class _Mcts:
             if legal[pick][1] == SOLVED and self.stop_verified:
                 self.found = self.graft(start, path)
                 break
+            if self.ex.rules.stuck(steps):  # a dead end: no line can legally follow
+                break
             ((state, _),) = yield from self.critic.judge([steps], want_text=False)
             if state == END:
                 break

@@ -119,7 +119,8 @@ class _Tot:
         self.expansions += len(nodes)
         children = yield from self.ex.expand(nodes, self.cfg.branch)
         for child in children:
-            child.reflection = self.rule(child.steps)
+            if child.reflection != END:  # the expander has ended solved children and dead ends
+                child.reflection = self.rule(child.steps)
         solved = next((c for c in children if c.solved), None) if self.stop_verified else None
         if solved is not None:
             solved.visits += 1

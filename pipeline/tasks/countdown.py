@@ -394,6 +394,16 @@ def step_rule(question: Question | str, steps: Sequence[str], answer_prefix: str
     return LEGAL if check.first_error == len(check.steps) else ILLEGAL
 
 
+def has_moves(question: Question | str, steps: Sequence[str], answer_prefix: str = ANSWER_PREFIX) -> bool:
+    """Whether any line can legally follow the legal `steps`: two numbers or more left (`a+b` always
+    is), or the target itself left (its answer line). False after the answer line, and when one number
+    is left that is not the target: every line from there is illegal (the search's dead end)."""
+    if steps and steps[-1].strip().startswith(answer_prefix):
+        return False
+    state, target = _state(question, steps)
+    return len(state) >= 2 or state == (target,)
+
+
 def _state(question: Question | str, steps: Sequence[str]) -> tuple[tuple[int, ...], int]:
     """(numbers left, target) after `steps` (legal operation lines; an answer line is skipped)."""
     numbers, target, lines = _split(question, steps)

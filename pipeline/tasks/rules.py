@@ -6,6 +6,7 @@ A task module (pipeline/tasks/<name>.py) may define, besides its generator:
     step_rule(question, steps, answer_prefix) -> str        LEGAL | ILLEGAL | SOLVED, for the last step
     state_key(question, steps, answer_prefix) -> Hashable   equal keys = the same state (legal steps only)
     state_text(question, steps) -> str                      the state as a value model may read it
+    has_moves(question, steps, answer_prefix) -> bool       some line can legally follow the legal steps
     VERIFIABLE_AT_TEST_TIME: bool                           `verify` needs the question only, not the gold
 
 Searches (pipeline/search) ask a `Rules` object: an illegal child stays in the tree but is never
@@ -30,14 +31,20 @@ __all__ = ["ILLEGAL", "LEGAL", "NO_RULES", "SOLVED", "Rules", "rules_for", "stat
 class Rules:
     """One question's rules. `step(steps)`: the verdict on the last of `steps` (None: no rules, all
     legal); `key(steps)`: a legal state's identity (None: no merging); `verifiable`: a SOLVED verdict
-    needs no gold answer, so a search may stop on it at test time."""
+    needs no gold answer, so a search may stop on it at test time; `moves(steps)`: whether any line can
+    legally follow (None: always)."""
 
     step: Callable[[tuple[str, ...]], str] | None = None
     key: Callable[[tuple[str, ...]], Hashable] | None = None
     verifiable: bool = False
+    moves: Callable[[tuple[str, ...]], bool] | None = None
 
     def judge(self, steps: tuple[str, ...]) -> str:
         return LEGAL if self.step is None else self.step(steps)
+
+    def stuck(self, steps: tuple[str, ...]) -> bool:
+        """True when no line can legally follow the legal, unsolved `steps` (False without the rule)."""
+        return self.moves is not None and not self.moves(steps)
 
     def state(self, steps: tuple[str, ...]) -> Hashable:
         """The state key of legal `steps`; the steps themselves when the task merges nothing."""
@@ -61,10 +68,12 @@ def rules_for(question: Question, answer_prefix: str = "The answer is") -> Rules
         return NO_RULES
     step = getattr(task, "step_rule", None)
     key = getattr(task, "state_key", None)
+    moves = getattr(task, "has_moves", None)
     return Rules(
         step=None if step is None else (lambda steps: step(question, steps, answer_prefix)),
         key=None if key is None else (lambda steps: key(question, steps, answer_prefix)),
         verifiable=bool(getattr(task, "VERIFIABLE_AT_TEST_TIME", False)),
+        moves=None if moves is None else (lambda steps: moves(question, steps, answer_prefix)),
     )
 
 

@@ -19,7 +19,9 @@ BACKBONE = BackboneConfig(max_prompt_tokens=32, max_step_tokens=12, max_solution
 def model_dir(request, tmp_path_factory):
     """The over-fitted tiny policy (peaked: greedy text known) and an untrained one (flat: a sample
     flips on small differences in its logits)."""
-    return build_tiny(tmp_path_factory.mktemp(request.param), SOLUTION if request.param == "trained" else None)
+    return build_tiny(
+        tmp_path_factory.mktemp(request.param), SOLUTION if request.param == "trained" else None
+    )
 
 
 def _engines(model_dir):
@@ -40,7 +42,9 @@ def _grow(engine, temperature: float, rounds: int = 3) -> list[list[tuple[str, .
         reqs = [Propose(q, steps, 2, temperature, seed=17 * r + i) for i, (q, steps) in enumerate(nodes)]
         out = engine.propose(reqs)
         seen.append([p.steps for p in out])
-        nodes = [(q, (*steps, s or "x")) for (q, steps), p in zip(nodes, out, strict=True) for s in p.steps][:8]
+        nodes = [(q, (*steps, s or "x")) for (q, steps), p in zip(nodes, out, strict=True) for s in p.steps][
+            :8
+        ]
     return seen
 
 

@@ -120,6 +120,38 @@ def test_a_node_whose_children_are_all_closed_is_expanded_again():
     assert not out.result.verified and out.result.iterations == 2  # closed for good: the search ends
 
 
+# "dN" is a legal dead end: no line can follow it (countdown: one number left that is not the target)
+TOY_DEAD = Rules(
+    step=toy_rule, key=toy_key, verifiable=True, moves=lambda steps: not steps[-1].startswith("d")
+)
+
+
+def test_a_dead_end_is_a_leaf_never_expanded_and_ends_a_rollout():
+    script = {(): ["d1", "c"], ("c",): ["d2"], ("c", "d2"): ["s9"], ("d1",): ["s1"]}
+    cfg = SearchConfig(iteration_limit=10, roll_policy="none", branch=2, max_expansions=1)
+    out, proposer, scorer = mcts(cfg, script, {("d1",): 0.9}, rules=TOY_DEAD)
+    nodes = {r.steps: r for r in out.tree}
+    assert nodes[("d1",)].is_end and not nodes[("d1",)].illegal  # scored, kept, an end: never expanded
+    assert ("d1",) in [r.steps for r in scorer.requests]
+    assert ("d1",) not in expanded_states(proposer) and ("c", "d2") not in expanded_states(proposer)
+    assert not out.result.verified
+    # without the rule the same script is searched into the "dead" lines and solved there
+    out, proposer, _ = mcts(cfg, script, {("d1",): 0.9}, rules=TOY)
+    assert out.result.verified and ("d1",) in expanded_states(proposer)
+    # a roll-out stops at a dead end: nothing is proposed after it
+    roll = SearchConfig(iteration_limit=1, roll_policy="greedy", roll_forward_steps=3, branch=1)
+    out, proposer, _ = mcts(roll, {(): ["c"], ("c",): ["d2"], ("c", "d2"): ["s9"]}, rules=TOY_DEAD)
+    assert [r.steps for r in proposer.proposals] == [(), ("c",)]
+
+
+def test_tot_never_expands_a_dead_end():
+    script = {(): ["d1", "c"], ("d1",): ["s1"], ("c",): ["s2"]}
+    values = {("d1",): 0.9, ("c",): 0.2}
+    out, proposer, _ = tot_run(tot.search_bfs, TotConfig(beam=2, branch=2), script, values, rules=TOY_DEAD)
+    assert ("d1",) not in expanded_states(proposer)
+    assert out.result.verified and out.result.solution == ("c", "s2")
+
+
 def test_verified_stop_returns_the_first_solved_child():
     script = {(): ["c", "d"], ("c",): ["x1", "s1"], ("d",): ["s2"]}
     cfg = SearchConfig(iteration_limit=50, roll_policy="none", inf=0.0)  # UCT picks "c" (V 0.9) first

@@ -131,6 +131,19 @@ def test_countdown_state_key_merges_equal_states_and_state_text_renders_them():
     assert countdown.state_text(Q, ()) == "8 5 3 2 to 24"
 
 
+def test_countdown_dead_ends_have_no_moves():
+    rules, q3 = rules_for(Q), Question("c3", "5 3 2 to 13", answer="13", source=countdown.SOURCE)
+    assert not rules.stuck(()) and not rules.stuck(("8*3=24 (left: 24 5 2)",))
+    assert not rules_for(q3).stuck(
+        ("5*2=10 (left: 10 3)", "10+3=13 (left: 13)")
+    )  # the answer line may follow
+    assert rules_for(q3).stuck(
+        ("5*2=10 (left: 10 3)", "10-3=7 (left: 7)")
+    )  # 7 alone, target 13: nothing legal
+    assert rules.stuck(RIGHT)  # nothing after the answer line
+    assert not rules_for(Question("f", "2+2?", answer="4", source="questions.jsonl")).stuck(("x",))
+
+
 def test_a_file_question_has_no_rules():
     rules = rules_for(Question("f", "What is 2+2?", answer="4", source="questions.jsonl"))
     assert rules.step is None and rules.key is None and not rules.verifiable
