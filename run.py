@@ -36,9 +36,9 @@ def main(argv: list[str]) -> int:
         from loop.session import check_cluster_keys
 
         check_cluster_keys(cfg)  # before any question is drawn or round 0 built, in every mode
-        logging.basicConfig(
-            level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-        )
+        from pipeline.progress import LOG_DATEFMT, LOG_FORMAT
+
+        logging.basicConfig(level=cfg.log_level, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
         from pipeline.data import DataError
 
         train, heldout = _questions(cfg)

@@ -103,9 +103,14 @@ def prompt_tokenizer(backbone_cfg: Any, tokenizer_dir: str) -> Any:
 # -------------------------------------------------------------------------------------- cache helper
 
 
+def is_built(final: Path) -> bool:
+    """Whether the cache entry `final` is complete (its marker is written last)."""
+    return (final / _MARKER).is_file()
+
+
 def _cached(final: Path, build, spec: dict[str, Any]) -> Path:
     """Return `final`, first running `build(tmp_dir)` and renaming tmp -> final if it is not there."""
-    if (final / _MARKER).is_file():
+    if is_built(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -116,7 +121,7 @@ def _cached(final: Path, build, spec: dict[str, Any]) -> Path:
         try:
             os.rename(tmp, final)  # atomic; fails if another process got there first
         except OSError:
-            if not (final / _MARKER).is_file():
+            if not is_built(final):
                 raise
             log.info("%s was built by another process meanwhile; using it", final)
     finally:

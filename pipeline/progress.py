@@ -45,7 +45,20 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["NOISE", "Progress", "format_duration", "is_quiet", "log_level", "quiet_logs"]
+# The log line of `run.py` (and of the processes it spawns itself, e.g. the round-0 PRM build)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATEFMT = "%H:%M:%S"
+
+__all__ = [
+    "LOG_DATEFMT",
+    "LOG_FORMAT",
+    "NOISE",
+    "Progress",
+    "format_duration",
+    "is_quiet",
+    "log_level",
+    "quiet_logs",
+]
 
 LOGGER = "restmcts.progress"
 

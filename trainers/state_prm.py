@@ -20,8 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from models.backbones import _MARKER as CACHE_MARKER
-from models.backbones import _cached, _key
+from models.backbones import _cached, _key, is_built
 from models.device import train_dtype_name
 from models.value import PRMReader, build_value_base, value_spec
 from pipeline.progress import Progress
@@ -62,10 +61,11 @@ def ensure_state_prm(
     return str(_cached(entry, build, spec) / "prm")
 
 
-def state_prm_cached(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> bool:
-    """Whether the state PRM of a build that does not read the policy (`task.dv0_samples` 0) is cached."""
+def cached_state_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str | None:
+    """The directory of the cached state PRM of a build that does not read the policy
+    (`task.dv0_samples` 0), or None when it is not built yet."""
     entry, _, _ = _plan(backbone_cfg, task_cfg, cache_dir, seed, None)
-    return (entry / CACHE_MARKER).is_file()
+    return str(entry / "prm") if is_built(entry) else None
 
 
 def _plan(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int, policy: str | None):

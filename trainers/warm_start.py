@@ -26,6 +26,7 @@ from typing import Any
 
 from models.backbones import _cached, _key, prompt_tokenizer, resolve_backbone
 from models.device import train_dtype_name
+from pipeline.progress import LOG_DATEFMT, LOG_FORMAT
 from pipeline.prompting import PromptFormat
 from trainers.job import train_cfg_dict
 from trainers.round0_data import _digest, _task, dv0_questions, sample_solutions
@@ -122,12 +123,11 @@ def ensure_round0(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -
         return ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed), ensure_initial_prm(
             backbone_cfg, task_cfg, cache_dir, seed
         )
-    from trainers.state_prm import ensure_state_prm, state_prm_cached
+    from trainers.state_prm import cached_state_prm, ensure_state_prm
 
-    if state_prm_cached(backbone_cfg, task_cfg, cache_dir, seed):
-        return ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed), ensure_state_prm(
-            backbone_cfg, task_cfg, cache_dir, seed
-        )
+    prm_dir = cached_state_prm(backbone_cfg, task_cfg, cache_dir, seed)
+    if prm_dir is not None:
+        return ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed), prm_dir
     import concurrent.futures
     import multiprocessing
 
@@ -147,9 +147,7 @@ def ensure_round0(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -
 
 def _child_logs(level: int) -> None:
     """The child's log lines in the parent's format, on its stderr (which the parent's terminal shares)."""
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
 
 
 def ensure_initial_prm(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:

@@ -114,9 +114,9 @@ class Expander:
         """Children for every node: one Propose(n) per node, all in one batch, and one Score batch for
         the new legal children. Identical texts collapse; with rules, a text whose state equals an
         earlier sibling's merges into it, and an illegal text becomes an unscored child (value `low`,
-        marked illegal, an end); a legal child after which the rules allow no line is an end. Nodes left without a legal child are asked again, together, up to
-        `proposal_retries` times; then a node with no child at all becomes an end, and one with only
-        illegal children is closed. A node expanded again (reopened by `close`) keeps its children: new
+        marked illegal, an end); a legal child after which the rules allow no line is an end. Nodes
+        left without a legal child are asked again, together, up to `proposal_retries` times; then a
+        node with no child at all becomes an end, and one with only illegal children is closed. A node expanded again (reopened by `close`) keeps its children: new
         texts and states are new children only when no child has them. Returns the new legal children,
         node by node."""
         found: dict[int, list[tuple[str, str]]] = {node.node_id: [] for node in nodes}  # (text, verdict)

@@ -42,9 +42,8 @@ def _grow(engine, temperature: float, rounds: int = 3) -> list[list[tuple[str, .
         reqs = [Propose(q, steps, 2, temperature, seed=17 * r + i) for i, (q, steps) in enumerate(nodes)]
         out = engine.propose(reqs)
         seen.append([p.steps for p in out])
-        nodes = [(q, (*steps, s or "x")) for (q, steps), p in zip(nodes, out, strict=True) for s in p.steps][
-            :8
-        ]
+        grown = [(q, (*steps, s or "x")) for (q, steps), p in zip(nodes, out, strict=True) for s in p.steps]
+        nodes = grown[:8]
     return seen
 
 

@@ -202,16 +202,16 @@ TINY_ROUND0 = [
 def test_round0_builds_the_state_prm_beside_the_warm_start_then_finds_both(tmp_path, caplog):
     import logging
 
-    from trainers.state_prm import ensure_state_prm, state_prm_cached
+    from trainers.state_prm import cached_state_prm, ensure_state_prm
     from trainers.warm_start import ensure_round0, ensure_warm_start
 
     cfg = compose(TINY_ROUND0)
     args = (cfg.backbone, cfg.task, str(tmp_path), 0)
-    assert not state_prm_cached(*args)
+    assert cached_state_prm(*args) is None
     with caplog.at_level(logging.INFO, logger="trainers.warm_start"):
         policy, prm = ensure_round0(*args)
     assert any("child process" in r.message for r in caplog.records)
-    assert state_prm_cached(*args)
+    assert cached_state_prm(*args) == prm
     # the child built the same entry a serial build names, and the parent the warm start
     assert prm == ensure_state_prm(*args) and policy == ensure_warm_start(*args)
     assert (Path(prm) / "prm_config.json").is_file() and (Path(policy) / "config.json").is_file()
