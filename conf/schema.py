@@ -49,6 +49,13 @@ class SearchConfig:
     # children beside the old) up to this many times in all, before it is closed itself (1: never again)
     max_expansions: int = 4
     value: str = "prm"  # prm | constant (no value model: every state worth (low + high) / 2; an ablation)
+    # Progressive widening (with rules): selection stops at an expanded node and asks the policy for more
+    # children once its visits reach `widen` * expansions^2 (while expansions < max_expansions); 0 = off:
+    # a node gets new children only when all its children are closed.
+    widen: float = 0.0
+    # Keep every roll-out in the tree as a chain of nodes (values as scored on the way; a dead end closed),
+    # not only a verified one: its tokens buy states that later selections may expand. False: the original.
+    keep_rollouts: bool = False
 
 
 # ------------------------------------------------------------------------------------------- backbone

@@ -114,7 +114,22 @@ def config_differences(saved: DictConfig, current: DictConfig) -> list[str]:
     a = _flatten(OmegaConf.to_container(saved, resolve=True))
     b = _flatten(OmegaConf.to_container(current, resolve=True))
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if a.get(k) != b.get(k) and not _safe(k)]
+    new = {k for k in set(b) - set(a) if b[k] == _schema_default(k)}  # added since, left at its default
+    return [k for k in keys if a.get(k) != b.get(k) and not _safe(k) and k not in new]
+
+
+def _schema_default(key: str) -> Any:
+    """The schema's default of a dotted key (a sentinel when the schema has none): a run saved before
+    the key existed computed as if it had this value."""
+    from conf.schema import Config
+
+    try:
+        return OmegaConf.select(OmegaConf.structured(Config), key, default=_NO_DEFAULT)
+    except Exception:  # a key below a dict-typed node the schema leaves open
+        return _NO_DEFAULT
+
+
+_NO_DEFAULT = object()
 
 
 def _safe(key: str) -> bool:

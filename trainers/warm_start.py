@@ -18,8 +18,10 @@ round 0 per seed and calibration.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from models.backbones import _cached, _key, prompt_tokenizer, resolve_backbone
 from models.device import train_dtype_name
 from pipeline.progress import LOG_DATEFMT, LOG_FORMAT
 from pipeline.prompting import PromptFormat
-from trainers.job import train_cfg_dict
+from trainers.job import as_train_config, train_cfg_dict
 from trainers.round0_data import _digest, _task, dv0_questions, sample_solutions
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,13 @@ def _spec(kind: str, base_dir: str, backbone_cfg: Any, data: dict, train_cfg: An
     return dict(spec, dtype=dtype)
 
 
-def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -> str:
-    """Directory of the warm-started tiny policy (HF format), trained on first call, cached after."""
+def ensure_warm_start(
+    backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int, threads: int | None = None
+) -> str:
+    """Directory of the warm-started tiny policy (HF format), trained on first call, cached after.
+
+    `threads`: torch threads for this build instead of `warm_start.torch_threads` (a runtime choice: the
+    cache key keeps the configured value, so the entry is the same whoever builds it)."""
     warm_start_set = _task(task_cfg).warm_start_set
     from trainers.sft import train_sft
 
@@ -91,17 +98,21 @@ def ensure_warm_start(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: in
     def build(tmp: Path) -> None:
         tokenizer = prompt_tokenizer(backbone_cfg, base)
         examples = [fmt.gold_example(q, "warm_start", tokenizer) for q in questions]
+        job_cfg = train_cfg
+        if threads is not None:
+            job_cfg = dataclasses.replace(as_train_config(train_cfg), torch_threads=threads)
         log.info(
-            "round 0 warm start: SFT on %d worked solutions in %s (cached once in %s)",
+            "round 0 warm start: SFT on %d worked solutions in %s on %s torch thread(s) (cached once in %s)",
             len(examples),
             train_dtype_name(train_cfg.bf16),
+            job_cfg.torch_threads or "all",
             cache_dir,
         )
         metrics = train_sft(
             base,
             examples,
             str(tmp / "policy"),
-            train_cfg,
+            job_cfg,
             str(tmp / "jobs"),
             name="warm-start",
             add_special_tokens=fmt.style == "plain",
@@ -134,14 +145,24 @@ def ensure_round0(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -
     from omegaconf import OmegaConf
 
     child_cfg = OmegaConf.create(_plain(backbone_cfg))
-    log.info("round 0: the PRM is built in a child process beside the warm start")
+    # the two jobs split the cores: a 2-thread warm start beside a 1-thread PRM on 2 cores ran 0.4-0.5
+    # steps/s (threads waiting on each other), against ~2 alone
+    child_threads = int(backbone_cfg.initial_prm.torch_threads) or 1
+    configured = int(backbone_cfg.warm_start.torch_threads)
+    free = max(1, (os.cpu_count() or 1) - child_threads)
+    threads = free if configured <= 0 else min(configured, free)
+    log.info(
+        "round 0: the PRM is built in a child process (%d torch thread) beside the warm start (%d)",
+        child_threads,
+        threads,
+    )
     level = logging.getLogger().getEffectiveLevel()
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     with concurrent.futures.ProcessPoolExecutor(
         1, mp_context=context, initializer=_child_logs, initargs=(level,)
     ) as pool:
         prm = pool.submit(ensure_state_prm, child_cfg, OmegaConf.create(_plain(task_cfg)), cache_dir, seed)
-        policy = ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed)
+        policy = ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed, threads=threads)
         return policy, prm.result()
 
 

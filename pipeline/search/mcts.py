@@ -88,6 +88,8 @@ class _Mcts:
         self.gate = NO_GATE if rules.verifiable else cfg.end_gate
         self.stop_verified = rules.verifiable and getattr(cfg, "verified_stop", True)
         self.found: Node | None = None  # the first verified solution, when the search stops on it
+        self.widen = float(getattr(cfg, "widen", 0.0)) if rules.step else 0.0
+        self.keep_rollouts = bool(getattr(cfg, "keep_rollouts", False))
 
     def run(self, question_id: str, gold: str | None, clock: Callable[[], float]) -> SearchGen:
         cfg, start = self.cfg, clock()
@@ -102,7 +104,7 @@ class _Mcts:
     def round(self) -> Sub:
         """Selection -> (early stop) -> reflection -> expansion -> simulation -> backup. True = stop."""
         cfg = self.cfg
-        node = select(self.root, cfg.exploration_constant, cfg.inf, self.rng)
+        node = select(self.root, cfg.exploration_constant, cfg.inf, self.rng, self.widen, self.max_expansions)
         if node is None:  # every line the rules allow is closed
             return True
         if node.value >= self.gate:
@@ -185,13 +187,31 @@ class _Mcts:
             path.append((steps, value))
             if legal[pick][1] == SOLVED and self.stop_verified:
                 self.found = self.graft(start, path)
-                break
+                return best
             if self.ex.rules.stuck(steps):  # a dead end: no line can legally follow
                 break
             ((state, _),) = yield from self.critic.judge([steps], want_text=False)
             if state == END:
                 break
+        if self.keep_rollouts and path:
+            self.keep(start, path, solved=legal[pick][1] == SOLVED if legal else False)
         return best
+
+    def keep(self, start: Node, path: list[tuple[tuple[str, ...], float]], solved: bool) -> None:
+        """`keep_rollouts`: a finished roll-out's states become a chain of unexpanded nodes below
+        `start` (each visited once, values as scored; selection may expand any of them, beside the
+        chain's own child); its last state, when it is an end (an answer line, a dead end), is closed."""
+        node = start
+        for steps, value in path:
+            child = Node(self.ex.next_id, node, steps, value, value, visits=1, reflection=CONTINUE)
+            self.ex.next_id += 1
+            child.solved = solved and steps == path[-1][0]
+            node.children.append(child)
+            node = child
+        if node.solved or self.ex.rules.stuck(node.steps) or self.critic.rule(node.steps) == END:
+            node.reflection = END
+            if self.closing:
+                close(node, self.max_expansions)
 
     def graft(self, start: Node, path: list[tuple[tuple[str, ...], float]]) -> Node:
         """Add a roll-out's states below `start` as a chain of nodes (values as scored); the last one is

@@ -83,13 +83,29 @@ def close(node: Node, max_expansions: int = 1) -> None:
         parent = parent.parent
 
 
-def select(root: Node, c: float, inf: float, rng: random.Random) -> Node | None:
-    """Descend from the root through fully expanded nodes to the first one that is not; None when the
-    whole tree is exhausted (every line the rules allow has been closed off)."""
+def widens(node: Node, widen: float, max_expansions: int) -> bool:
+    """Progressive widening: an expanded, open node is due more children once its visits reach
+    `widen` * expansions^2, while it has been expanded fewer than `max_expansions` times (widen 0: never)."""
+    return (
+        widen > 0
+        and node.expanded
+        and node.reflection != END
+        and not node.exhausted
+        and node.expansions < max_expansions
+        and node.visits >= widen * node.expansions**2
+    )
+
+
+def select(
+    root: Node, c: float, inf: float, rng: random.Random, widen: float = 0.0, max_expansions: int = 1
+) -> Node | None:
+    """Descend from the root through fully expanded nodes to the first one that is not (or, with
+    `widen` > 0, to the first one due more children, see `widens`); None when the whole tree is exhausted
+    (every line the rules allow has been closed off)."""
     if root.exhausted:
         return None
     node = root
-    while node.expanded:
+    while node.expanded and not widens(node, widen, max_expansions):
         node = best_child(node, c, inf, rng)
     return node
 

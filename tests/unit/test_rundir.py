@@ -46,6 +46,16 @@ def test_config_change_refused_except_safe_keys(tmp_path):
     assert config_differences(compose([]), compose(["seed=3"])) == ["seed"]
 
 
+def test_a_key_added_since_the_run_started_resumes_at_its_default():
+    from omegaconf import OmegaConf
+
+    old = OmegaConf.to_container(compose([]), resolve=True)
+    del old["search"]["widen"]  # a run saved before the key existed
+    saved = OmegaConf.create(old)
+    assert config_differences(saved, compose([])) == []
+    assert config_differences(saved, compose(["search.widen=2"])) == ["search.widen"]
+
+
 def test_metrics_log_lines_and_phase_timer(tmp_path):
     m = MetricsLog(tmp_path / "metrics.jsonl")
     m.event("hello", round=0, x=1.5)

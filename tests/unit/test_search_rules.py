@@ -144,6 +144,59 @@ def test_a_dead_end_is_a_leaf_never_expanded_and_ends_a_rollout():
     assert [r.steps for r in proposer.proposals] == [(), ("c",)]
 
 
+def test_widening_asks_an_open_node_for_more_children_as_its_visits_grow():
+    calls = []
+
+    def propose(request: Propose):
+        calls.append(request.steps)
+        k = sum(1 for c in calls if c == request.steps)
+        if request.steps == ():
+            return [f"c{k}"]  # every expansion of the root brings a new first line
+        return [f"e{len(calls)}"]  # legal lines that never solve
+
+    def run(widen: float):
+        calls.clear()
+        cfg = SearchConfig(
+            iteration_limit=12, roll_policy="none", branch=1, proposal_retries=0, max_expansions=4, widen=widen
+        )
+        out = serve_sync(
+            search("Q", cfg, 0, question_id="q", rules=TOY), FakeProposer(propose), FakeScorer(lambda s: 0.5)
+        )
+        return [r.steps for r in out.tree if r.depth == 1]
+
+    assert run(0.0) == [("c1",)]  # without widening the root keeps its one open child
+    # widen 1: expanded again after 1, 4 and 9 visits (expansions^2), then capped by max_expansions
+    assert run(1.0) == [("c1",), ("c2",), ("c3",), ("c4",)]
+    assert calls.count(()) == 4
+
+
+def test_kept_rollouts_become_nodes_that_selection_may_expand():
+    script = {(): ["c"], ("c",): ["e"], ("c", "e"): ["f"], ("c", "e", "f"): ["d9"]}
+    cfg = SearchConfig(
+        iteration_limit=1, roll_policy="greedy", roll_forward_steps=3, branch=1, keep_rollouts=True
+    )
+    out, proposer, _ = mcts(cfg, script, rules=TOY_DEAD)
+    nodes = {r.steps: r for r in out.tree}
+    chain = [("c",), ("c", "e"), ("c", "e", "f"), ("c", "e", "f", "d9")]
+    assert all(s in nodes for s in chain)
+    for parent, child in zip(chain, chain[1:]):
+        assert nodes[child].parent_id == nodes[parent].node_id and nodes[child].visits == 1
+    assert nodes[chain[-1]].is_end and not nodes[chain[1]].is_end  # the dead end closed, the rest open
+    assert out.result.proposals == 4  # no token spent twice: one expansion, three roll-out steps
+    # the next iteration expands a kept state instead of proposing its line again
+    cfg = SearchConfig(
+        iteration_limit=2, roll_policy="greedy", roll_forward_steps=3, branch=2, keep_rollouts=True
+    )
+    script[("c",)] = ["e", "s1"]  # the roll-out (one proposal per step) takes "e"; the expansion both
+    out, proposer, _ = mcts(cfg, script, rules=TOY_DEAD)
+    assert out.result.verified and out.result.solution == ("c", "s1")
+    assert [r.steps for r in proposer.proposals].count(("c",)) == 2  # roll-out step, then its expansion
+    # without keeping, the same roll-out leaves only the expanded child behind
+    off = SearchConfig(iteration_limit=1, roll_policy="greedy", roll_forward_steps=3, branch=1)
+    out, _, _ = mcts(off, script, rules=TOY_DEAD)
+    assert [r.steps for r in out.tree if r.depth > 1] == []
+
+
 def test_tot_never_expands_a_dead_end():
     script = {(): ["d1", "c"], ("d1",): ["s1"], ("c",): ["s2"]}
     values = {("d1",): 0.9, ("c",): 0.2}
