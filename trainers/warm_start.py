@@ -127,9 +127,9 @@ def ensure_round0(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -
     """(policy_dir, prm_dir) of round 0: `ensure_warm_start` and `ensure_initial_prm`.
 
     A state PRM that does not read the policy's samples (`prm_reads=state`, `task.dv0_samples` 0) and is
-    not cached yet is built in a child process while the warm start trains (the same job either way:
-    countdown's runs on one torch thread, `backbone.initial_prm.torch_threads`), so the two small jobs
-    share the two cores instead of taking turns."""
+    not cached yet is built in a child process while the warm start trains, where the machine has
+    cores for both (`backbone.initial_prm.torch_threads` for the child, at least two left for the warm
+    start); else the two are built in turn."""
     if backbone_cfg.prm_reads != "state" or int(task_cfg.dv0_samples):
         return ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed), ensure_initial_prm(
             backbone_cfg, task_cfg, cache_dir, seed
@@ -139,18 +139,23 @@ def ensure_round0(backbone_cfg: Any, task_cfg: Any, cache_dir: str, seed: int) -
     prm_dir = cached_state_prm(backbone_cfg, task_cfg, cache_dir, seed)
     if prm_dir is not None:
         return ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed), prm_dir
+    # The two jobs side by side only where the PRM's threads leave the warm start two cores: on a 2-core
+    # machine a 1-thread warm start beside a 1-thread value model ran 0.6 and 1.2 steps/s against 2.1
+    # and 3.1 alone on 2 threads (2 + 1 threads: 0.4-0.5): in turn is faster there (docs/CALIBRATION.md).
+    child_threads = int(backbone_cfg.initial_prm.torch_threads) or 1
+    free = (os.cpu_count() or 1) - child_threads
+    if free < 2:
+        return ensure_warm_start(backbone_cfg, task_cfg, cache_dir, seed), ensure_state_prm(
+            backbone_cfg, task_cfg, cache_dir, seed
+        )
     import concurrent.futures
     import multiprocessing
 
     from omegaconf import OmegaConf
 
     child_cfg = OmegaConf.create(_plain(backbone_cfg))
-    # the two jobs split the cores: a 2-thread warm start beside a 1-thread PRM on 2 cores ran 0.4-0.5
-    # steps/s (threads waiting on each other), against ~2 alone
-    child_threads = int(backbone_cfg.initial_prm.torch_threads) or 1
     configured = int(backbone_cfg.warm_start.torch_threads)
-    free = max(1, (os.cpu_count() or 1) - child_threads)
-    threads = free if configured <= 0 else min(configured, free)
+    threads = free if configured <= 0 else min(configured, free)  # the cores the child leaves
     log.info(
         "round 0: the PRM is built in a child process (%d torch thread) beside the warm start (%d)",
         child_threads,

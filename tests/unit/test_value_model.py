@@ -199,18 +199,21 @@ TINY_ROUND0 = [
 ]
 
 
-def test_round0_builds_the_state_prm_beside_the_warm_start_then_finds_both(tmp_path, caplog):
+def test_round0_builds_the_state_prm_beside_the_warm_start_then_finds_both(tmp_path, caplog, monkeypatch):
     import logging
 
+    import trainers.warm_start as ws
     from trainers.state_prm import cached_state_prm, ensure_state_prm
     from trainers.warm_start import ensure_round0, ensure_warm_start
 
     cfg = compose(TINY_ROUND0)
+    assert cfg.backbone.initial_prm.torch_threads == 2
     args = (cfg.backbone, cfg.task, str(tmp_path), 0)
     assert cached_state_prm(*args) is None
+    monkeypatch.setattr(ws.os, "cpu_count", lambda: 4)  # 2 cores left for the warm start: side by side
     with caplog.at_level(logging.INFO, logger="trainers.warm_start"):
         policy, prm = ensure_round0(*args)
-    assert any("child process" in r.message for r in caplog.records)
+    assert any("child process (2 torch thread) beside the warm start (2)" in r.message for r in caplog.records)
     assert cached_state_prm(*args) == prm
     # the child built the same entry a serial build names, and the parent the warm start
     assert prm == ensure_state_prm(*args) and policy == ensure_warm_start(*args)
@@ -219,3 +222,12 @@ def test_round0_builds_the_state_prm_beside_the_warm_start_then_finds_both(tmp_p
     with caplog.at_level(logging.INFO, logger="trainers.warm_start"):
         assert ensure_round0(*args) == (policy, prm)
     assert not any("child process" in r.message for r in caplog.records)
+    # on 2 cores the two are built in turn: the same entries, no child
+    monkeypatch.setattr(ws.os, "cpu_count", lambda: 2)
+    other = (cfg.backbone, cfg.task, str(tmp_path / "serial"), 0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="trainers.warm_start"):
+        serial = ensure_round0(*other)
+    assert not any("child process" in r.message for r in caplog.records)
+    assert (Path(serial[1]) / "prm_config.json").is_file() and (Path(serial[0]) / "config.json").is_file()
+    assert cached_state_prm(*other) == serial[1]
