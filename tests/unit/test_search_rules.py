@@ -157,7 +157,12 @@ def test_widening_asks_an_open_node_for_more_children_as_its_visits_grow():
     def run(widen: float):
         calls.clear()
         cfg = SearchConfig(
-            iteration_limit=12, roll_policy="none", branch=1, proposal_retries=0, max_expansions=4, widen=widen
+            iteration_limit=12,
+            roll_policy="none",
+            branch=1,
+            proposal_retries=0,
+            max_expansions=4,
+            widen=widen,
         )
         out = serve_sync(
             search("Q", cfg, 0, question_id="q", rules=TOY), FakeProposer(propose), FakeScorer(lambda s: 0.5)
@@ -179,7 +184,7 @@ def test_kept_rollouts_become_nodes_that_selection_may_expand():
     nodes = {r.steps: r for r in out.tree}
     chain = [("c",), ("c", "e"), ("c", "e", "f"), ("c", "e", "f", "d9")]
     assert all(s in nodes for s in chain)
-    for parent, child in zip(chain, chain[1:]):
+    for parent, child in zip(chain, chain[1:], strict=False):
         assert nodes[child].parent_id == nodes[parent].node_id and nodes[child].visits == 1
     assert nodes[chain[-1]].is_end and not nodes[chain[1]].is_end  # the dead end closed, the rest open
     assert out.result.proposals == 4  # no token spent twice: one expansion, three roll-out steps

@@ -213,7 +213,9 @@ def test_round0_builds_the_state_prm_beside_the_warm_start_then_finds_both(tmp_p
     monkeypatch.setattr(ws.os, "cpu_count", lambda: 4)  # 2 cores left for the warm start: side by side
     with caplog.at_level(logging.INFO, logger="trainers.warm_start"):
         policy, prm = ensure_round0(*args)
-    assert any("child process (2 torch thread) beside the warm start (2)" in r.message for r in caplog.records)
+    assert any(
+        "child process (2 torch thread) beside the warm start (2)" in r.message for r in caplog.records
+    )
     assert cached_state_prm(*args) == prm
     # the child built the same entry a serial build names, and the parent the warm start
     assert prm == ensure_state_prm(*args) and policy == ensure_warm_start(*args)
