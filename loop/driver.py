@@ -116,12 +116,12 @@ class Driver:
         trees_dir = self.run.round_dir(k) / "eval" / "mcts"
         if task is None or not trees_dir.is_dir():
             return None
-        from pipeline.quality import step_auc, task_first_error
+        from pipeline.quality import step_auc, task_node_label
         from pipeline.shards import load_shard
 
         trees = [t.nodes for p in sorted(trees_dir.glob("shard-*.jsonl")) for t in load_shard(p)]
         questions = {q.id: q for q in self.heldout}
-        result = step_auc(trees, questions, task_first_error(task, self.cfg.backbone.answer_prefix))
+        result = step_auc(trees, questions, label=task_node_label(task, self.cfg.backbone.answer_prefix))
         log.info("round %d PRM step AUC on held-out MCTS* trees: %s", k, result)
         return result
 

@@ -1,8 +1,9 @@
 """Step-level quality of a value model, measured on search trees with a task's step checker.
 
-An *evaluation instrument* (arith only, where steps can be checked): ReST-MCTS* itself only ever sees
-final answers. `step_auc` asks how well the PRM values of a tree's nodes separate partial solutions whose
-every step is right from those with a wrong step: the ROC AUC of `prm_value` (the PRM's own score at node
+An *evaluation instrument* (built-in tasks, where steps can be checked): ReST-MCTS* itself only ever sees
+final answers. `step_auc` asks how well the PRM values of a tree's nodes separate right partial solutions
+from wrong ones (`task_node_label`: arith, every step right; countdown, the target still reachable by the
+exact solver, legal nodes only): the ROC AUC of `prm_value` (the PRM's own score at node
 creation, not the backed-up V) against that label, over every non-root node of the given trees.
 0.5 = no better than chance, 1.0 = every right prefix scored above every wrong one.
 
@@ -23,6 +24,8 @@ from pipeline.records import NodeRecord, Question
 
 # check(question, steps) -> index of the first wrong step, or None when every step is right
 FirstError = Callable[[Question, Sequence[str]], "int | None"]
+# label(question, node) -> is the node's partial solution right (None: leave the node out)
+NodeLabel = Callable[[Question, NodeRecord], "bool | None"]
 
 
 def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
@@ -52,10 +55,24 @@ def prefix_right(first_error: int | None, depth: int) -> bool:
 
 
 def step_auc(
-    trees: Iterable[Sequence[NodeRecord]], questions: dict[str, Question], first_error: FirstError
+    trees: Iterable[Sequence[NodeRecord]],
+    questions: dict[str, Question],
+    first_error: FirstError | None = None,
+    *,
+    label: NodeLabel | None = None,
 ) -> dict[str, Any]:
     """{"auc", "nodes", "right", "sibling_auc", "sibling_pairs"} over the non-root nodes of `trees`
-    whose question is in `questions` (by id); an AUC is None when a class is missing."""
+    whose question is in `questions` (by id); an AUC is None when a class is missing. A node is right
+    by `label` when given (a node it labels None is left out), else when `first_error` finds no wrong
+    step within it (`prefix_right`)."""
+    if label is None:
+        if first_error is None:
+            raise ValueError("step_auc needs first_error or label")
+        check = first_error
+
+        def label(q: Question, node: NodeRecord) -> bool | None:
+            return prefix_right(check(q, node.steps), node.depth)
+
     scores: list[float] = []
     labels: list[bool] = []
     wins, pairs = 0.0, 0
@@ -65,7 +82,9 @@ def step_auc(
             q = questions.get(node.question_id)
             if q is None or node.depth == 0:
                 continue
-            right = prefix_right(first_error(q, node.steps), node.depth)
+            right = label(q, node)
+            if right is None:
+                continue
             scores.append(float(node.prm_value))
             labels.append(right)
             children.setdefault((node.question_id, node.parent_id), []).append((float(node.prm_value), right))
@@ -91,6 +110,30 @@ def task_first_error(task: Any, answer_prefix: str) -> FirstError:
         return task.check_trace(question, steps, answer_prefix).first_error
 
     return first_error
+
+
+def task_node_label(task: Any, answer_prefix: str) -> NodeLabel:
+    """How a built-in task labels a tree's nodes for `step_auc`. A task with an exact value of a partial
+    solution (countdown's solver, `value_of_state`) labels a node right when the target can still be
+    made from it (an end leaf: when it is correct), and leaves out the nodes its rules rejected: the
+    search values those low without asking the PRM, and a legal-vs-illegal pair is no test of whether
+    the PRM sees reachability (with illegal nodes counted, every countdown AUC read 1.0). Other tasks
+    (arith): right while no step is wrong (`task_first_error`)."""
+    value_of_state = getattr(task, "value_of_state", None)
+    if value_of_state is None:
+        check = task_first_error(task, answer_prefix)
+
+        def by_steps(question: Question, node: NodeRecord) -> bool | None:
+            return prefix_right(check(question, node.steps), node.depth)
+
+        return by_steps
+
+    def reachable(question: Question, node: NodeRecord) -> bool | None:
+        if node.illegal:
+            return None
+        return value_of_state(question, node.steps, answer_prefix) > 0.5
+
+    return reachable
 
 
 def arith_first_error(answer_prefix: str) -> FirstError:

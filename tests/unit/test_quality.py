@@ -70,3 +70,29 @@ def test_sibling_auc_ignores_depth_confounding():
     result = step_auc([nodes], {"q": q}, arith_first_error("The answer is"))
     assert result["auc"] < 0.5
     assert result["sibling_auc"] == 1.0 and result["sibling_pairs"] == 1
+
+
+def test_countdown_nodes_are_labelled_by_reachability_and_illegal_ones_left_out():
+    """Countdown: a node is right when the solver can still make the target from it; nodes the rules
+    rejected are left out (the search values them low without the PRM: with them every AUC read 1.0)."""
+    from pipeline.quality import task_node_label
+    from pipeline.tasks import countdown
+
+    q = Question(id="q", content="4 6 8 to 24", answer="24")
+
+    def node(i, steps, prm, illegal=False):
+        return NodeRecord("q", i, 0 if i else -1, tuple(steps), len(steps), prm, prm, 1, illegal, illegal=illegal)  # illegal: an end leaf
+
+    label = task_node_label(countdown, "The answer is")
+    nodes = [
+        node(0, [], 0.5),
+        node(1, ["6*4=24 (left: 24 8)"], 0.4),  # the target is made: right
+        node(2, ["4+6=10 (left: 10 8)"], 0.6),  # 18, 2, 80, 1.25: the target is out of reach
+        node(3, ["4+6=11 (left: 11 8)"], 0.0, illegal=True),  # wrong arithmetic: left out
+    ]
+    assert label(q, nodes[1]) is True and label(q, nodes[2]) is False and label(q, nodes[3]) is None
+    result = step_auc([nodes], {"q": q}, label=label)
+    assert result["nodes"] == 2 and result["right"] == 1
+    assert result["sibling_pairs"] == 1 and result["sibling_auc"] == 0.0  # the PRM preferred the dead end
+    with pytest.raises(ValueError):
+        step_auc([nodes], {"q": q})
