@@ -81,7 +81,9 @@ def test_countdown_nodes_are_labelled_by_reachability_and_illegal_ones_left_out(
     q = Question(id="q", content="4 6 8 to 24", answer="24")
 
     def node(i, steps, prm, illegal=False):
-        return NodeRecord("q", i, 0 if i else -1, tuple(steps), len(steps), prm, prm, 1, illegal, illegal=illegal)  # illegal: an end leaf
+        return NodeRecord(
+            "q", i, 0 if i else -1, tuple(steps), len(steps), prm, prm, 1, illegal, illegal=illegal
+        )  # illegal: an end leaf
 
     label = task_node_label(countdown, "The answer is")
     nodes = [
