@@ -51,15 +51,11 @@ def main(argv: list[str]) -> int:
     from loop.methods.common import accumulated, replay_examples
     from pipeline.records import SFTExample
     from pipeline.rundir import RunDir
-    from trainers.sft import train_sft
 
     run_root = Path(args.run)
     cfg = OmegaConf.load(run_root / "config.yaml")
-    for item in args.sft:
-        key, value = item.split("=", 1)
-        OmegaConf.update(cfg, f"backbone.sft.{key}", _value(value))
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"backbone.sft.{item}" for item in args.sft]))
     models = json.loads((run_root / "round_0" / "models.json").read_text())
-    start = args.start or models["policy_dir0"]
     traces = [] if args.replay_only else accumulated(RunDir(run_root), args.round, "sft.jsonl", SFTExample)
     traces = traces * args.trace_repeat
     n_replay = int(cfg.selection.sft_replay if args.replay is None else args.replay)
@@ -70,7 +66,17 @@ def main(argv: list[str]) -> int:
         from actors.cluster import init_ray
 
         init_ray(cfg.ray, log_to_driver=False)
-    out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sft-screen-"))
+    with tempfile.TemporaryDirectory(prefix="sft-screen-") as tmp:
+        line = screen(args, cfg, models, traces, replay, rows, Path(args.keep or tmp))
+    print(line)
+    return 0
+
+
+def screen(args, cfg, models, traces, replay, rows, out: Path) -> str:
+    """Train `rows` into `out/policy`, evaluate greedy into `out/eval`; the result line."""
+    from trainers.sft import train_sft
+
+    start = args.start or models["policy_dir0"]
     t0 = time.monotonic()
     metrics = train_sft(
         start,
@@ -82,7 +88,6 @@ def main(argv: list[str]) -> int:
         add_special_tokens=cfg.backbone.prompt_format == "plain",
     )
     seconds = time.monotonic() - t0
-    name = f"sft-screen-{os.getpid()}"
     cmd = [
         sys.executable,
         "run.py",
@@ -92,33 +97,19 @@ def main(argv: list[str]) -> int:
         f"backbone.policy_path={out / 'policy'}",
         f"backbone.prm_path={models['prm_dir0']}",
         "eval.methods=[cot]",
-        f"run.name={name}",
-        "run.root=/tmp/sft-screen-runs",
+        "run.name=eval",
+        f"run.root={out}",
     ]
     subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
-    res = json.loads(Path(f"/tmp/sft-screen-runs/{name}/eval.json").read_text())["methods"]["cot"]
+    res = json.loads((out / "eval" / "eval.json").read_text())["methods"]["cot"]
     by = " ".join(f"d{d} {100 * a:.1f}" for d, a in sorted(res["by_difficulty"].items()))
     recipe = " ".join(args.sft) or "(run's backbone.sft)"
-    print(
+    return (
         f"{recipe} | traces {len(traces)} (x{args.trace_repeat}{', none: control' if args.replay_only else ''})"
         f" + replay {len(replay)} | steps {metrics.get('steps')} in {seconds:.0f} s, loss "
         f"{metrics.get('first_loss', float('nan')):.3f} -> {metrics.get('final_loss', float('nan')):.3f} | "
         f"greedy {100 * res['accuracy']:.1f} ({by})"
     )
-    return 0
-
-
-def _value(text: str):
-    """A command-line value as YAML reads it (3e-4 -> float, 64 -> int, true -> bool)."""
-    import yaml
-
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 if __name__ == "__main__":

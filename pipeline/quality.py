@@ -54,6 +54,15 @@ def prefix_right(first_error: int | None, depth: int) -> bool:
     return first_error is None or first_error >= depth
 
 
+def steps_label(first_error: FirstError) -> NodeLabel:
+    """A node is right while no step within it is wrong (`prefix_right` of its first error)."""
+
+    def label(question: Question, node: NodeRecord) -> bool | None:
+        return prefix_right(first_error(question, node.steps), node.depth)
+
+    return label
+
+
 def step_auc(
     trees: Iterable[Sequence[NodeRecord]],
     questions: dict[str, Question],
@@ -68,11 +77,7 @@ def step_auc(
     if label is None:
         if first_error is None:
             raise ValueError("step_auc needs first_error or label")
-        check = first_error
-
-        def label(q: Question, node: NodeRecord) -> bool | None:
-            return prefix_right(check(q, node.steps), node.depth)
-
+        label = steps_label(first_error)
     scores: list[float] = []
     labels: list[bool] = []
     wins, pairs = 0.0, 0
@@ -121,12 +126,7 @@ def task_node_label(task: Any, answer_prefix: str) -> NodeLabel:
     (arith): right while no step is wrong (`task_first_error`)."""
     value_of_state = getattr(task, "value_of_state", None)
     if value_of_state is None:
-        check = task_first_error(task, answer_prefix)
-
-        def by_steps(question: Question, node: NodeRecord) -> bool | None:
-            return prefix_right(check(question, node.steps), node.depth)
-
-        return by_steps
+        return steps_label(task_first_error(task, answer_prefix))
 
     def reachable(question: Question, node: NodeRecord) -> bool | None:
         if node.illegal:
